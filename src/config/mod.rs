@@ -1,0 +1,136 @@
+//! Configuration: one YAML file, parsed, validated and turned into the model
+//! the proxy runs on.
+//!
+//! # Layout
+//! - [`raw`]: the file format, serde structs that mirror the YAML.
+//! - [`validate`]: checks every value and applies defaults, collecting all errors.
+//! - [`model`]: the checked types the rest of Switchyard uses.
+//!
+//! Parsing a string ([`Config::from_yaml`]) is separate from reading a file
+//! ([`Config::load`]) so tests need no files.
+
+pub mod model;
+pub mod raw;
+pub mod validate;
+
+pub use model::*;
+
+use std::fmt;
+use std::path::Path;
+
+/// Where the service looks for its configuration when `-c` is not given.
+pub const DEFAULT_PATH: &str = "/etc/switchyard/switchyard.yaml";
+
+/// One problem with a configuration, at a key path such as
+/// `pools.chat.backends[1].url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::one("", format!("cannot read {}: {e}", path.display())))?;
+        Config::from_yaml(&text)
+    }
+
+    /// Parses and validates a configuration held in a string.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
+        let mut unknown = Vec::new();
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        // `Option` so that an empty file is an empty config, not a type error.
+        let raw: raw::RawConfig =
+            match serde_ignored::deserialize::<_, _, Option<raw::RawConfig>>(deserializer, |path| {
+                unknown.push(key_path(&path))
+            }) {
+                Ok(raw) => raw.unwrap_or_default(),
+                Err(e) => return Err(ConfigErrors::one("", yaml_error(&e))),
+            };
+        let unknown: Vec<ConfigError> = unknown
+            .into_iter()
+            .map(|path| ConfigError {
+                path,
+                message: "unknown key".into(),
+            })
+            .collect();
+        match validate::validate(raw) {
+            Ok(config) if unknown.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigErrors(unknown)),
+            Err(ConfigErrors(mut errors)) => {
+                let mut all = unknown;
+                all.append(&mut errors);
+                Err(ConfigErrors(all))
+            }
+        }
+    }
+}
+
+/// serde_yaml already prefixes type errors with their path
+/// (`server.threads: invalid type: ...`); only tidy the wording.
+fn yaml_error(e: &serde_yaml::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') && path != "." => format!("{path}: {rest}"),
+        _ => format!("YAML: {text}"),
+    }
+}
+
+/// Renders a `serde_ignored` path as `pools.chat.backends[1].wieght`.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = key_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}

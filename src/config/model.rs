@@ -1,0 +1,168 @@
+//! The checked configuration the proxy runs on.
+//!
+//! Every value here has been validated and carries its default: durations are
+//! `Duration`s, URLs are socket addresses, regexes are compiled. The proxy and
+//! the reload path only ever see these types, never the file format.
+
+use regex::Regex;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    /// Sorted by name.
+    pub pools: Vec<PoolSpec>,
+    /// In file order: the first match wins.
+    pub routes: Vec<RouteSpec>,
+}
+
+impl Config {
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolSpec> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+/// `server:`. These are applied at start (or binary upgrade); a reload that
+/// changes them warns and keeps the running values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Addresses to accept clients on. Default `127.0.0.1:8080`.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads of the proxy service. Default: the number of CPUs.
+    pub threads: usize,
+    /// Written by `-d`. Default `/run/switchyard/switchyard.pid`.
+    pub pid_file: String,
+    /// Unix socket over which `-u` takes the listeners from the old process.
+    /// Default `/run/switchyard/upgrade.sock`.
+    pub upgrade_sock: String,
+    /// Log file when daemonized; stderr otherwise.
+    pub error_log: Option<String>,
+    /// After SIGTERM, how long listeners stay open before shutdown starts.
+    /// Default 0s: a systemd stop should not keep accepting.
+    pub grace_period: Duration,
+    /// After the grace period, how long in-flight requests (streams) may
+    /// take to finish. Default 60s.
+    pub graceful_shutdown_timeout: Duration,
+    /// Idle upstream connections kept for reuse, process-wide. Default 1024.
+    pub upstream_keepalive_pool_size: usize,
+}
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    /// Weighted rotation.
+    RoundRobin,
+    /// Weighted random choice.
+    Random,
+    /// Ketama ring on a key taken from each request.
+    ConsistentHash(HashKey),
+}
+
+impl Strategy {
+    /// The name used in the config file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Random => "random",
+            Strategy::ConsistentHash(_) => "consistent_hash",
+        }
+    }
+}
+
+/// What `consistent_hash` hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashKey {
+    /// A request header, lower-cased name.
+    Header(String),
+    /// A cookie by name.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
+    /// The request path (without query).
+    Path,
+}
+
+/// `pools.NAME.timeouts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    /// TCP connect to a backend. Default 2s.
+    pub connect: Duration,
+    /// From request sent to response header received. Default 300s, since a
+    /// large model can take minutes before its first token.
+    pub first_byte: Duration,
+    /// Longest silence between two body chunks of a response. Default 60s.
+    pub idle: Duration,
+}
+
+/// `pools.NAME.health_check`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSpec {
+    pub kind: HealthKind,
+    /// Time between two checks of one backend. Default 5s.
+    pub interval: Duration,
+    /// Connect plus response time allowed to one check. Default 2s.
+    pub timeout: Duration,
+    /// Passing checks in a row that make an unhealthy backend healthy. Default 2.
+    pub healthy_threshold: usize,
+    /// Failing checks in a row that make a healthy backend unhealthy. Default 3.
+    pub unhealthy_threshold: usize,
+}
+
+/// The probe a health check sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthKind {
+    /// A TCP connect (the default: every server answers it).
+    Tcp,
+    /// `GET path`; healthy on any 2xx, or exactly `expect_status` if given.
+    Http {
+        path: String,
+        expect_status: Option<u16>,
+    },
+    /// No active check: the backend is always considered up.
+    None,
+}
+
+/// `pools.NAME`.
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    pub name: String,
+    pub strategy: Strategy,
+    /// Extra attempts, each on another backend, when connecting fails. Default 2.
+    pub retries: usize,
+    pub timeouts: Timeouts,
+    pub health: HealthSpec,
+    pub backends: Vec<BackendSpec>,
+}
+
+/// `pools.NAME.backends[i]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSpec {
+    /// Shown in logs and the `x-switchyard-backend` header. Default: the URL's authority.
+    pub name: String,
+    /// As written in the file, for messages.
+    pub url: String,
+    /// Resolved once, when the configuration is loaded.
+    pub addr: SocketAddr,
+    /// Share of traffic relative to the pool's other backends. Default 1;
+    /// 0 drains the backend.
+    pub weight: usize,
+}
+
+/// `routes[i]`: all present conditions must hold.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub path_prefix: Option<String>,
+    pub header: Option<HeaderMatch>,
+    pub pool: String,
+}
+
+/// `routes[i].header`.
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    /// Lower-cased.
+    pub name: String,
+    pub regex: Regex,
+}

@@ -1,0 +1,88 @@
+//! The configuration file's format: plain serde structs that mirror the YAML.
+//!
+//! Nothing here is checked beyond YAML types. Every field is optional so that
+//! `validate` can name a missing key itself and apply the documented defaults
+//! in one place. Unknown keys are not rejected by serde but collected by
+//! `serde_ignored` in [`super::parse`], so that every one of them is reported,
+//! not only the first.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    pub server: Option<RawServer>,
+    /// Pool name to pool. A `BTreeMap` keeps error messages and logs in a
+    /// stable order.
+    pub pools: Option<BTreeMap<String, RawPool>>,
+    pub routes: Option<Vec<RawRoute>>,
+}
+
+/// `server:`: process-wide settings; most need a restart to change.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub listen: Option<Vec<String>>,
+    pub threads: Option<usize>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    pub error_log: Option<String>,
+    pub grace_period: Option<String>,
+    pub graceful_shutdown_timeout: Option<String>,
+    pub upstream_keepalive_pool_size: Option<usize>,
+}
+
+/// `pools.NAME:`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPool {
+    pub strategy: Option<String>,
+    pub hash_key: Option<String>,
+    pub retries: Option<usize>,
+    pub timeouts: Option<RawTimeouts>,
+    pub health_check: Option<RawHealthCheck>,
+    pub backends: Option<Vec<RawBackend>>,
+}
+
+/// `pools.NAME.timeouts:`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTimeouts {
+    pub connect: Option<String>,
+    pub first_byte: Option<String>,
+    pub idle: Option<String>,
+}
+
+/// `pools.NAME.health_check:`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHealthCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub expect_status: Option<u16>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<usize>,
+    pub unhealthy_threshold: Option<usize>,
+}
+
+/// `pools.NAME.backends[i]:`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBackend {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub weight: Option<usize>,
+}
+
+/// `routes[i]:`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRoute {
+    pub path_prefix: Option<String>,
+    pub header: Option<RawHeaderMatch>,
+    pub pool: Option<String>,
+}
+
+/// `routes[i].header:`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHeaderMatch {
+    pub name: Option<String>,
+    pub regex: Option<String>,
+}

@@ -1,0 +1,32 @@
+//! Switchyard: a load balancer and edge proxy for fleets of LLM inference
+//! servers (Ollama, vLLM, llama.cpp server, any OpenAI-compatible API),
+//! built on Cloudflare Pingora.
+//!
+//! # Layout
+//! - [`config`]: the YAML file, its validation and the checked model.
+//! - [`state`]: the immutable routing snapshot and its atomic replacement.
+//! - [`route`]: which pool serves a request.
+//! - [`pool`]: which backend of a pool serves it (Pingora's selectors).
+//! - [`health`]: active health checks and the state they drive.
+//! - [`proxy`]: the Pingora `ProxyHttp` implementation.
+//! - [`watchdog`]: the first-byte and idle timeouts of a response.
+//! - [`error_response`]: OpenAI-style JSON errors.
+//! - [`reload`]: SIGHUP re-reads the configuration.
+//! - [`server`]: assembles the Pingora server and its services.
+//! - [`demo`]: `--demo`, a mock fleet behind the proxy in one process.
+//! - [`mock`]: a mock OpenAI/Ollama backend for the demo, tests and benchmarks.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error_response;
+pub mod health;
+pub mod mock;
+pub mod pool;
+pub mod proxy;
+pub mod reload;
+pub mod route;
+pub mod server;
+pub mod state;
+pub mod watchdog;

@@ -1,0 +1,59 @@
+//! The `switchyard` binary: parse the command line, load the configuration,
+//! run the server. Everything else is in the library.
+
+use clap::Parser;
+use std::process::ExitCode;
+use switchyard::cli::{Args, EXIT_BAD_CONFIG};
+use switchyard::config::Config;
+use switchyard::server::{self, RunOptions};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+
+    if args.demo {
+        let (fleet, addrs) = match switchyard::demo::DemoFleet::bind() {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("switchyard: cannot start the demo fleet: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let config = switchyard::demo::config(args.listen, &addrs);
+        let (mut server, _) = server::build(config, &RunOptions::default());
+        server.add_service(pingora_core::services::background::background_service(
+            "demo fleet",
+            fleet,
+        ));
+        println!("{}", switchyard::demo::banner(args.listen, &addrs));
+        server.run_forever();
+    }
+
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!(
+                "switchyard: configuration {} is invalid:",
+                args.config.display()
+            );
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if args.test {
+        println!(
+            "switchyard: configuration {} is valid",
+            args.config.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let options = RunOptions {
+        daemon: args.daemon,
+        upgrade: args.upgrade,
+        config_path: Some(args.config),
+    };
+    let (server, _) = server::build(config, &options);
+    server.run_forever();
+}

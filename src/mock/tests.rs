@@ -1,0 +1,456 @@
+//! End-to-end tests of the mock over real sockets, with a raw HTTP/1.1
+//! client so chunk boundaries and their timing are visible exactly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout, Instant};
+
+use super::*;
+
+/// Upper bound on anything a test waits for; only reached when it fails.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+async fn start(cfg: MockConfig) -> MockServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    MockServer::start(listener, cfg)
+}
+
+/// Fast timing for tests that are not about timing.
+fn quick(name: &str) -> MockConfig {
+    MockConfig::new(name)
+        .ttft(Duration::ZERO)
+        .token_gap(Duration::ZERO)
+        .tokens(3)
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    timeout(DEADLINE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 client on one connection.
+struct Client {
+    conn: BufReader<TcpStream>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        let stream = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        Client {
+            conn: BufReader::new(stream),
+        }
+    }
+
+    async fn send(&mut self, method: &str, path: &str, body: Option<&str>) {
+        let body = body.unwrap_or("");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.conn
+            .get_mut()
+            .write_all(req.as_bytes())
+            .await
+            .expect("write request");
+    }
+
+    async fn line(&mut self) -> std::io::Result<String> {
+        let mut line = String::new();
+        if self.conn.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(line.trim_end().to_string())
+    }
+
+    async fn head(&mut self) -> Head {
+        let status_line = within("status line", self.line())
+            .await
+            .expect("status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let mut headers = Vec::new();
+        loop {
+            let line = within("header", self.line()).await.expect("header");
+            if line.is_empty() {
+                return Head { status, headers };
+            }
+            let (n, v) = line.split_once(':').expect("header colon");
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+
+    /// The next chunk of a chunked body; `Ok(None)` at the terminating chunk,
+    /// `Err` if the connection ends first.
+    async fn chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let size_line = self.line().await?;
+        let size = usize::from_str_radix(&size_line, 16).map_err(std::io::Error::other)?;
+        let mut data = vec![0; size + 2];
+        self.conn.read_exact(&mut data).await?;
+        data.truncate(size);
+        Ok((size > 0).then_some(data))
+    }
+
+    /// Sends a request and reads the whole response.
+    async fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> (Head, Vec<u8>) {
+        self.send(method, path, body).await;
+        let head = self.head().await;
+        let mut out = Vec::new();
+        if let Some(len) = head.header("content-length") {
+            out.resize(len.parse().expect("length"), 0);
+            within("body", self.conn.read_exact(&mut out))
+                .await
+                .expect("body");
+        } else {
+            while let Some(c) = within("chunk", self.chunk()).await.expect("chunk") {
+                out.extend(c);
+            }
+        }
+        (head, out)
+    }
+
+    async fn json(&mut self, method: &str, path: &str, body: Option<Value>) -> (Head, Value) {
+        let body = body.map(|b| b.to_string());
+        let (head, bytes) = self.request(method, path, body.as_deref()).await;
+        (head, serde_json::from_slice(&bytes).expect("JSON body"))
+    }
+}
+
+fn sse_event(chunk: &[u8]) -> Value {
+    let text = std::str::from_utf8(chunk).expect("utf8");
+    let data = text
+        .strip_prefix("data: ")
+        .and_then(|t| t.strip_suffix("\n\n"))
+        .expect("one SSE event");
+    serde_json::from_str(data).expect("event JSON")
+}
+
+#[tokio::test]
+async fn sse_stream_arrives_token_by_token() {
+    let (ttft, gap) = (Duration::from_millis(40), Duration::from_millis(40));
+    let mock = start(MockConfig::new("b1").ttft(ttft).token_gap(gap).tokens(4)).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let t0 = Instant::now();
+    c.send(
+        "POST",
+        "/v1/chat/completions",
+        Some(r#"{"model":"llama3","stream":true}"#),
+    )
+    .await;
+    let head = c.head().await;
+    assert!(
+        t0.elapsed() >= ttft * 3 / 4,
+        "head came before the time to first token"
+    );
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    assert_eq!(head.header(BACKEND_HEADER), Some("b1"));
+
+    let mut last = None::<Instant>;
+    for i in 0..4 {
+        let chunk = within("token", c.chunk())
+            .await
+            .expect("chunk")
+            .expect("not the end");
+        let now = Instant::now();
+        if let Some(prev) = last {
+            assert!(
+                now - prev >= gap / 2,
+                "token {i} came {:?} after the previous",
+                now - prev
+            );
+        }
+        last = Some(now);
+        let ev = sse_event(&chunk);
+        assert_eq!(ev["object"], "chat.completion.chunk");
+        assert_eq!(ev["backend"], "b1");
+        assert_eq!(ev["choices"][0]["delta"]["content"], format!("tok{i} "));
+    }
+    let fin = sse_event(
+        &within("final", c.chunk())
+            .await
+            .expect("chunk")
+            .expect("final"),
+    );
+    assert_eq!(fin["choices"][0]["finish_reason"], "stop");
+    assert_eq!(fin["usage"]["completion_tokens"], 4);
+    let done = within("done", c.chunk())
+        .await
+        .expect("chunk")
+        .expect("done");
+    assert_eq!(done, b"data: [DONE]\n\n");
+    assert_eq!(within("end", c.chunk()).await.expect("terminator"), None);
+    let stats = mock.stats();
+    wait_for("completed stream", || stats.streams_completed() == 1).await;
+    assert_eq!(stats.streams_cancelled(), 0);
+}
+
+#[tokio::test]
+async fn ollama_streams_ndjson_by_default() {
+    let mock = start(quick("olla")).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let body = r#"{"model":"llama3:latest","messages":[{"role":"user","content":"hi there"}]}"#;
+    let (head, bytes) = c.request("POST", "/api/chat", Some(body)).await;
+    assert_eq!(head.header("content-type"), Some("application/x-ndjson"));
+    let lines: Vec<Value> = std::str::from_utf8(&bytes)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("line JSON"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for (i, line) in lines[..3].iter().enumerate() {
+        assert_eq!(line["done"], false);
+        assert_eq!(line["message"]["content"], format!("tok{i} "));
+        assert_eq!(line["backend"], "olla");
+    }
+    assert_eq!(lines[3]["done"], true);
+    assert_eq!(lines[3]["eval_count"], 3);
+    assert_eq!(lines[3]["prompt_eval_count"], 2);
+
+    let (_, whole) = c
+        .json(
+            "POST",
+            "/api/generate",
+            Some(json!({"prompt": "x", "stream": false})),
+        )
+        .await;
+    assert_eq!(whole["response"], "tok0 tok1 tok2 ");
+    assert_eq!(whole["done"], true);
+    assert_eq!(
+        mock.stats().connections(),
+        1,
+        "keep-alive reuses the connection"
+    );
+}
+
+#[tokio::test]
+async fn lists_models_in_both_dialects() {
+    let mock = start(quick("lists").models(["a", "b"])).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let (_, list) = c.json("GET", "/v1/models", None).await;
+    assert_eq!(list["object"], "list");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+
+    mock.set_models(vec!["c".into()]);
+    let (head, tags) = c.json("GET", "/api/tags", None).await;
+    assert_eq!(head.header(BACKEND_HEADER), Some("lists"));
+    assert_eq!(tags["models"][0]["name"], "c");
+    assert_eq!(tags["models"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn answers_completions_and_rejects_bad_requests() {
+    let mock = start(quick("c1")).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let body = json!({"model": "qwen2.5", "messages": [{"role": "user", "content": "a b c"}]});
+    let (head, resp) = c
+        .json("POST", "/v1/chat/completions", Some(body.clone()))
+        .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(resp["choices"][0]["message"]["content"], "tok0 tok1 tok2 ");
+    assert_eq!(
+        resp["usage"],
+        json!({"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6})
+    );
+    assert_eq!(resp["system_fingerprint"], "c1");
+    let stats = mock.stats();
+    assert_eq!(stats.last_model().as_deref(), Some("qwen2.5"));
+    assert_eq!(stats.last_body(), body.to_string().as_bytes());
+
+    let (head, err) = c
+        .json("POST", "/v1/completions", Some(json!({"model": "gpt-9"})))
+        .await;
+    assert_eq!(head.status, 404);
+    assert_eq!(err["error"]["code"], "model_not_found");
+    let (head, _) = c
+        .json(
+            "POST",
+            "/v1/completions",
+            Some(json!({"prompt": "no model"})),
+        )
+        .await;
+    assert_eq!(head.status, 200);
+    let (head, bytes) = c
+        .request("POST", "/v1/chat/completions", Some("{not json"))
+        .await;
+    assert_eq!(head.status, 400);
+    assert!(serde_json::from_slice::<Value>(&bytes).expect("JSON")["error"]["message"].is_string());
+    let (head, _) = c.json("GET", "/nowhere", None).await;
+    assert_eq!(head.status, 404);
+    let (_, emb) = c
+        .json("POST", "/v1/embeddings", Some(json!({"input": ["x", "y"]})))
+        .await;
+    assert_eq!(emb["data"].as_array().map(Vec::len), Some(2));
+    let (head, health) = c.json("GET", "/health", None).await;
+    assert_eq!((head.status, &health["backend"]), (200, &json!("c1")));
+    assert_eq!(stats.health_checks(), 1);
+    assert_eq!(stats.api_requests(), 6);
+}
+
+#[tokio::test]
+async fn status_failure_applies_to_api_and_health() {
+    let mock = start(quick("sick").fail_with(503)).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let (head, err) = c
+        .json(
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"model": "llama3"})),
+        )
+        .await;
+    assert_eq!(head.status, 503);
+    assert_eq!(head.header("retry-after"), Some("1"));
+    assert_eq!(err["error"]["type"], "server_error");
+    let (head, _) = c.json("GET", "/health", None).await;
+    assert_eq!(head.status, 503);
+
+    mock.set_failure(Failure::None);
+    let (head, _) = c.json("GET", "/health", None).await;
+    assert_eq!(head.status, 200);
+}
+
+// Multi-threaded like the binary: the cut must still come after the flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_mid_stream_ends_without_terminator() {
+    let mock = start(
+        quick("dropper")
+            .tokens(5)
+            .failure(Failure::DropMidStream { after_tokens: 2 }),
+    )
+    .await;
+    let mut c = Client::connect(mock.addr()).await;
+    c.send("POST", "/v1/chat/completions", Some(r#"{"stream":true}"#))
+        .await;
+    assert_eq!(c.head().await.status, 200);
+    for i in 0..2 {
+        let ev = sse_event(
+            &within("token", c.chunk())
+                .await
+                .expect("chunk")
+                .expect("token"),
+        );
+        assert_eq!(ev["choices"][0]["delta"]["content"], format!("tok{i} "));
+    }
+    assert!(
+        within("cut", c.chunk()).await.is_err(),
+        "the stream should be cut, not finished"
+    );
+    let stats = mock.stats();
+    wait_for("dropped stream", || stats.streams_dropped() == 1).await;
+    assert_eq!(
+        (stats.streams_completed(), stats.streams_cancelled()),
+        (0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_hanging_up_cancels_the_stream() {
+    let cfg = quick("cancel")
+        .token_gap(Duration::from_millis(5))
+        .tokens(100_000);
+    let mock = start(cfg).await;
+    let mut c = Client::connect(mock.addr()).await;
+    c.send("POST", "/api/generate", Some(r#"{"prompt":"go"}"#))
+        .await;
+    c.head().await;
+    within("token", c.chunk())
+        .await
+        .expect("chunk")
+        .expect("token");
+    drop(c);
+    let stats = mock.stats();
+    wait_for("cancelled stream", || stats.streams_cancelled() == 1).await;
+    wait_for("request released", || stats.in_flight() == 0).await;
+    assert_eq!(stats.streams_completed(), 0);
+}
+
+#[tokio::test]
+async fn hang_reads_but_never_answers() {
+    let mock = start(quick("wedged").failure(Failure::Hang)).await;
+    let mut c = Client::connect(mock.addr()).await;
+    c.send("GET", "/health", None).await;
+    let stats = mock.stats();
+    wait_for("request seen", || stats.requests() == 1).await;
+    let mut byte = [0u8; 1];
+    let read = timeout(Duration::from_millis(100), c.conn.read(&mut byte)).await;
+    assert!(read.is_err(), "a hung backend must not answer");
+    assert_eq!(stats.in_flight(), 1);
+}
+
+#[tokio::test]
+async fn shutdown_aborts_connections_and_refuses_new_ones() {
+    let cfg = quick("killed")
+        .token_gap(Duration::from_millis(5))
+        .tokens(100_000);
+    let mock = MockServer::bind("127.0.0.1:0".parse().expect("addr"), cfg).expect("bind");
+    let addr = mock.addr();
+    let mut c = Client::connect(addr).await;
+    c.send("POST", "/v1/completions", Some(r#"{"stream":true}"#))
+        .await;
+    c.head().await;
+    within("token", c.chunk())
+        .await
+        .expect("chunk")
+        .expect("token");
+
+    within("shutdown", mock.shutdown()).await;
+    let mut rest = Vec::new();
+    let end = within("connection end", c.conn.read_to_end(&mut rest)).await;
+    assert!(
+        end.is_err() || !rest.ends_with(b"0\r\n\r\n"),
+        "stream must end abruptly"
+    );
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "port must refuse connections"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_server_stops_it() {
+    let mock = start(quick("dropped")).await;
+    let addr = mock.addr();
+    drop(mock);
+    let deadline = Instant::now() + DEADLINE;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after drop");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

@@ -1,0 +1,262 @@
+//! Which backend to pick: a pool's backends, their selector and the key a
+//! request is hashed on.
+//!
+//! Selection is Pingora's: a [`LoadBalancer`] per pool with the weighted
+//! round-robin, weighted random or Ketama selector. Its own health tracking
+//! is not used; the `accept` callback of `select_with` consults our
+//! [`BackendHealth`] instead, together with the backends a request has
+//! already tried, so a retry never lands on the same backend twice.
+
+use crate::config::{BackendSpec, HashKey, PoolSpec, Strategy};
+use crate::health::{self, BackendHealth};
+use futures_util::FutureExt;
+use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::health_check::HealthCheck;
+use pingora_load_balancing::selection::{
+    BackendIter, BackendSelection, Consistent, Random, RoundRobin,
+};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use pingora_proxy::Session;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// How many candidates one selection may look at. Ketama walks its ring
+/// node by node (160 points per unit of weight), so this must be well above
+/// the backend count for a selection to find the one healthy backend left.
+const MAX_ITERATIONS: usize = 4096;
+
+/// One backend of one pool.
+pub struct Upstream {
+    pub spec: BackendSpec,
+    /// Shared with the previous snapshot when the backend stays.
+    pub health: Arc<BackendHealth>,
+    /// `None` when the pool has no active check.
+    pub probe: Option<Arc<dyn HealthCheck + Send + Sync>>,
+}
+
+/// A pool's selector, one variant per strategy.
+enum Selector {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Random(LoadBalancer<Random>),
+    Consistent(LoadBalancer<Consistent>),
+}
+
+/// Builds a Pingora load balancer over a static backend set.
+fn balancer<S>(backends: BTreeSet<Backend>) -> LoadBalancer<S>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    let lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
+    // Static discovery answers at once; this only builds the selector.
+    if let Some(Err(e)) = lb.update().now_or_never() {
+        log::error!("building selector: {e}");
+    }
+    lb
+}
+
+/// A pool, ready to serve: its spec, its backends and its selector.
+pub struct Pool {
+    /// Unique per pool built, so that background work can tell a reloaded
+    /// pool from the one it replaced.
+    pub id: u64,
+    pub spec: PoolSpec,
+    upstreams: Vec<Arc<Upstream>>,
+    selector: Selector,
+    /// Set while a health-check round runs, so slow rounds never overlap.
+    checking: AtomicBool,
+}
+
+impl Pool {
+    /// Builds a pool. `health_of` supplies each backend's health state: the
+    /// previous one when a reload keeps the backend.
+    pub fn new(
+        id: u64,
+        spec: PoolSpec,
+        health_of: impl Fn(&BackendSpec) -> Arc<BackendHealth>,
+    ) -> Self {
+        let upstreams: Vec<Arc<Upstream>> = spec
+            .backends
+            .iter()
+            .map(|b| {
+                Arc::new(Upstream {
+                    spec: b.clone(),
+                    health: health_of(b),
+                    probe: health::probe(&spec.health, b),
+                })
+            })
+            .collect();
+        // Weight 0 drains a backend: it is left out of the selector entirely.
+        let backends: BTreeSet<Backend> = spec
+            .backends
+            .iter()
+            .filter(|b| b.weight > 0)
+            .map(|b| Backend {
+                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(b.addr),
+                weight: b.weight,
+                ext: Default::default(),
+            })
+            .collect();
+        let selector = match spec.strategy {
+            Strategy::RoundRobin => Selector::RoundRobin(balancer(backends)),
+            Strategy::Random => Selector::Random(balancer(backends)),
+            Strategy::ConsistentHash(_) => Selector::Consistent(balancer(backends)),
+        };
+        Pool {
+            id,
+            spec,
+            upstreams,
+            selector,
+            checking: AtomicBool::new(false),
+        }
+    }
+
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    fn upstream(&self, addr: SocketAddr) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.spec.addr == addr)
+    }
+
+    /// Picks a healthy backend not in `tried`. `key` is used by
+    /// `consistent_hash` only.
+    pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<Arc<Upstream>> {
+        let accept = |b: &Backend, _: bool| {
+            let Some(addr) = b.addr.as_inet().copied() else {
+                return false;
+            };
+            !tried.contains(&addr) && self.upstream(addr).is_some_and(|u| u.health.is_healthy())
+        };
+        let chosen = match &self.selector {
+            Selector::RoundRobin(lb) => lb.select_with(key, MAX_ITERATIONS, accept),
+            Selector::Random(lb) => lb.select_with(key, MAX_ITERATIONS, accept),
+            Selector::Consistent(lb) => lb.select_with(key, MAX_ITERATIONS, accept),
+        }?;
+        self.upstream(*chosen.addr.as_inet()?).cloned()
+    }
+
+    /// Whether a backend other than those in `tried` could still be selected.
+    pub fn has_untried(&self, tried: &[SocketAddr]) -> bool {
+        self.upstreams
+            .iter()
+            .any(|u| u.spec.weight > 0 && !tried.contains(&u.spec.addr) && u.health.is_healthy())
+    }
+
+    /// Starts a health-check round unless one is running.
+    pub fn begin_check(&self) -> bool {
+        !self.checking.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_check(&self) {
+        self.checking.store(false, Ordering::Release);
+    }
+
+    /// The bytes `consistent_hash` hashes for this request; empty for the
+    /// other strategies, and when the request lacks the key (such requests
+    /// all share one spot on the ring).
+    pub fn hash_key(&self, session: &Session) -> Vec<u8> {
+        let Strategy::ConsistentHash(key) = &self.spec.strategy else {
+            return Vec::new();
+        };
+        let req = session.req_header();
+        match key {
+            HashKey::Header(name) => req
+                .headers
+                .get(name.as_str())
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+            HashKey::Cookie(name) => req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|v| cookie_value(v, name))
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+            HashKey::ClientIp => session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string().into_bytes())
+                .unwrap_or_default(),
+            HashKey::Path => req.uri.path().as_bytes().to_vec(),
+        }
+    }
+}
+
+/// The value of cookie `name` in one `Cookie` header.
+fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn pool(yaml_backends: &str, strategy: &str) -> Pool {
+        let yaml = format!(
+            "pools:\n  p:\n    strategy: {strategy}\n    health_check: {{ type: none }}\n    backends:\n{yaml_backends}"
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        Pool::new(1, config.pools[0].clone(), |_| {
+            Arc::new(BackendHealth::new(true))
+        })
+    }
+
+    const THREE: &str = "      - { url: \"http://127.0.0.1:1001\", weight: 5 }\n      - { url: \"http://127.0.0.1:1002\", weight: 3 }\n      - { url: \"http://127.0.0.1:1003\", weight: 2 }\n";
+
+    #[test]
+    fn round_robin_honours_weights() {
+        let p = pool(THREE, "round_robin");
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..1000 {
+            *counts
+                .entry(p.select(b"", &[]).unwrap().spec.addr.port())
+                .or_insert(0) += 1;
+        }
+        assert_eq!(counts[&1001], 500);
+        assert_eq!(counts[&1002], 300);
+        assert_eq!(counts[&1003], 200);
+    }
+
+    #[test]
+    fn tried_and_unhealthy_backends_are_skipped() {
+        let p = pool(THREE, "random");
+        let a: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+        p.upstream(b).unwrap().health.observe(
+            false,
+            &crate::config::HealthSpec {
+                unhealthy_threshold: 1,
+                ..p.spec.health.clone()
+            },
+        );
+        for _ in 0..100 {
+            assert_eq!(p.select(b"", &[a]).unwrap().spec.addr.port(), 1003);
+        }
+        let c: SocketAddr = "127.0.0.1:1003".parse().unwrap();
+        assert!(p.select(b"", &[a, c]).is_none());
+        assert!(!p.has_untried(&[a, c]));
+    }
+
+    #[test]
+    fn consistent_hash_is_stable() {
+        let p = pool(THREE, "consistent_hash\n    hash_key: path");
+        let first = p.select(b"user-1", &[]).unwrap().spec.addr;
+        for _ in 0..10 {
+            assert_eq!(p.select(b"user-1", &[]).unwrap().spec.addr, first);
+        }
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        assert_eq!(cookie_value("a=1; sid=xyz; b=2", "sid"), Some("xyz"));
+        assert_eq!(cookie_value("a=1", "sid"), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! Assembles the Pingora server: the proxy service on its listeners, the
+//! health checker and the SIGHUP reloader.
+
+use crate::config::Config;
+use crate::health::HealthService;
+use crate::proxy::Switchyard;
+use crate::reload::{ReloadService, Reloader};
+use crate::state::SharedState;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the process was started, beyond the configuration file.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// `-d`: detach and write `server.pid_file`.
+    pub daemon: bool,
+    /// `-u`: take the listening sockets over from a running old process.
+    pub upgrade: bool,
+    /// The file SIGHUP re-reads; `None` (the demo) disables reload.
+    pub config_path: Option<PathBuf>,
+}
+
+/// Pingora's settings from ours.
+fn server_conf(config: &Config, options: &RunOptions) -> ServerConf {
+    let s = &config.server;
+    // Pingora counts whole seconds; round up so a configured grace is never cut.
+    let secs = |d: Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    ServerConf {
+        daemon: options.daemon,
+        threads: s.threads,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        error_log: s.error_log.clone(),
+        grace_period_seconds: Some(secs(s.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(secs(s.graceful_shutdown_timeout)),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        ..ServerConf::default()
+    }
+}
+
+/// Builds the server with all of Switchyard's services. The caller may add
+/// more (the demo adds its mock fleet) before running it.
+pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>) {
+    let opt = Opt {
+        upgrade: options.upgrade,
+        daemon: options.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, options));
+    server.bootstrap();
+
+    let listen = config.server.listen.clone();
+    let settings = config.server.clone();
+    let state = SharedState::new(config);
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Switchyard::new(state.clone()),
+        "switchyard proxy",
+    );
+    for addr in &listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "health checks",
+        HealthService::new(state.clone()),
+    ));
+    if let Some(path) = &options.config_path {
+        let reloader = Arc::new(Reloader::new(state.clone(), path.clone(), settings));
+        server.add_service(background_service("reload", ReloadService::new(reloader)));
+    }
+    (server, state)
+}

@@ -1,0 +1,106 @@
+//! The routing state: an immutable snapshot of routes and pools, and the
+//! shared handle through which requests read it and reloads replace it.
+//!
+//! Requests take one snapshot at their start and keep it to their end, so a
+//! reload never changes the pool or backends under a running request. A new
+//! snapshot is built off to the side from a validated [`Config`], carrying
+//! over the health of every backend that stays (keyed by pool and address),
+//! and published with one atomic store.
+
+use crate::config::{BackendSpec, Config, HealthKind};
+use crate::health::BackendHealth;
+use crate::pool::Pool;
+use crate::route::Router;
+use arc_swap::{ArcSwap, Guard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Everything a request needs to be routed, frozen.
+pub struct Snapshot {
+    /// Increases by one with every published snapshot.
+    pub generation: u64,
+    pub config: Arc<Config>,
+    /// In the order of `config.pools`.
+    pub pools: Vec<Arc<Pool>>,
+    pub router: Router,
+}
+
+impl Snapshot {
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|p| p.spec.name == name)
+    }
+}
+
+/// The current snapshot, shared by the proxy, the health checker and the
+/// reloader.
+pub struct SharedState {
+    current: ArcSwap<Snapshot>,
+    /// Source of pool ids, unique for the life of the process.
+    next_pool_id: AtomicU64,
+}
+
+impl SharedState {
+    /// The state at start: every backend is assumed healthy until checked.
+    pub fn new(config: Config) -> Arc<Self> {
+        let next_pool_id = AtomicU64::new(1);
+        let snapshot = build(&config, None, 1, &next_pool_id);
+        Arc::new(SharedState {
+            current: ArcSwap::from_pointee(snapshot),
+            next_pool_id,
+        })
+    }
+
+    /// The current snapshot, cheaply, for the duration of a short borrow.
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The current snapshot, to keep for as long as a request lasts.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Builds a snapshot from `config`, carrying health over from the
+    /// current one, publishes it and returns the one it replaced.
+    pub fn replace(&self, config: Config) -> Arc<Snapshot> {
+        let old = self.load_full();
+        let next = build(&config, Some(&old), old.generation + 1, &self.next_pool_id);
+        self.current.swap(Arc::new(next))
+    }
+}
+
+fn build(
+    config: &Config,
+    previous: Option<&Snapshot>,
+    generation: u64,
+    ids: &AtomicU64,
+) -> Snapshot {
+    let pools = config
+        .pools
+        .iter()
+        .map(|spec| {
+            let before = previous.and_then(|s| s.pool(&spec.name));
+            let checked = !matches!(spec.health.kind, HealthKind::None);
+            let health_of = |b: &BackendSpec| {
+                before
+                    .and_then(|p| p.upstreams().iter().find(|u| u.spec.addr == b.addr))
+                    .filter(|_| checked)
+                    .map(|u| u.health.clone())
+                    // At start every backend is assumed up so the proxy serves
+                    // at once; one added by a reload must pass a check first.
+                    .unwrap_or_else(|| Arc::new(BackendHealth::new(previous.is_none() || !checked)))
+            };
+            Arc::new(Pool::new(
+                ids.fetch_add(1, Ordering::Relaxed),
+                spec.clone(),
+                health_of,
+            ))
+        })
+        .collect();
+    Snapshot {
+        generation,
+        router: Router::new(&config.routes, &config.pools),
+        config: Arc::new(config.clone()),
+        pools,
+    }
+}

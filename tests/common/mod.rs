@@ -1,0 +1,305 @@
+//! Shared harness for the integration tests: mock backends started in the
+//! test's runtime, and the real `switchyard` binary started as a child
+//! process on a port picked by binding `127.0.0.1:0`.
+//!
+//! Nothing here sleeps to synchronise: [`wait_until`] polls a condition
+//! against a deadline.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+pub use switchyard::mock::{Failure, MockConfig, MockServer};
+
+/// Generous: CI runs on a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it returns true or `within` passes.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a mock backend named `name` on a fresh loopback port.
+pub async fn mock(cfg: MockConfig) -> MockServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    MockServer::start(listener, cfg)
+}
+
+/// Starts `n` mock backends named b0, b1, ... that answer at once, for
+/// tests that count requests rather than time them.
+pub async fn mocks(n: usize) -> Vec<MockServer> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let cfg = MockConfig::new(format!("b{i}"))
+            .ttft(Duration::ZERO)
+            .tokens(1);
+        out.push(mock(cfg).await);
+    }
+    out
+}
+
+/// The `backends:` list of a pool over `mocks`, one flow mapping per line,
+/// indented for a pool at the usual depth.
+pub fn backends_yaml(mocks: &[&MockServer], weights: &[usize]) -> String {
+    mocks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let weight = weights
+                .get(i)
+                .map(|w| format!(", weight: {w}"))
+                .unwrap_or_default();
+            format!(
+                "      - {{ name: {}, url: \"{}\"{weight} }}\n",
+                m.name(),
+                m.url()
+            )
+        })
+        .collect()
+}
+
+/// A one-pool configuration over `mocks` with fast HTTP health checks.
+pub fn one_pool(listen: SocketAddr, strategy: &str, backends: &str) -> String {
+    format!(
+        "server:\n  listen: [\"{listen}\"]\n  threads: 2\n  grace_period: 0s\n  graceful_shutdown_timeout: 10s\n\
+         pools:\n  chat:\n    strategy: {strategy}\n    retries: 2\n\
+         \x20   timeouts: {{ connect: 1s, first_byte: 10s, idle: 10s }}\n\
+         \x20   health_check: {{ type: http, path: /health, interval: 200ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2 }}\n\
+         \x20   backends:\n{backends}\
+         routes:\n  - {{ pool: chat }}\n"
+    )
+}
+
+/// The path of the built `switchyard` binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+/// A running `switchyard` process. Killed when dropped.
+pub struct Proxy {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Proxy {
+    /// Picks a port, writes the configuration `yaml_for(addr)` and starts the
+    /// proxy on it; returns once it accepts connections.
+    pub async fn start(yaml_for: impl FnOnce(SocketAddr) -> String) -> Proxy {
+        Self::start_with(yaml_for, &[]).await
+    }
+
+    pub async fn start_with(yaml_for: impl FnOnce(SocketAddr) -> String, extra: &[&str]) -> Proxy {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("switchyard.yaml");
+        let yaml = yaml_for(addr);
+        let yaml = yaml.replace(
+            "server:\n",
+            &format!(
+                "server:\n  pid_file: {}\n  upgrade_sock: {}\n",
+                dir.path().join("switchyard.pid").display(),
+                dir.path().join("upgrade.sock").display()
+            ),
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let log = dir.path().join("switchyard.log");
+        let child = spawn(&config, &log, extra);
+        let proxy = Proxy {
+            child,
+            addr,
+            dir,
+            config,
+            log,
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// Waits until the proxy accepts connections.
+    pub async fn wait_ready(&self) {
+        let addr = self.addr;
+        wait_until(DEADLINE, "the proxy to listen", || async move {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        })
+        .await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything the process has logged so far.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        wait_until(DEADLINE, &format!("log line {needle:?}"), || async {
+            self.log_text().contains(needle)
+        })
+        .await;
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `-c config`, logging to `log`.
+pub fn spawn(config: &Path, log: &Path, extra: &[&str]) -> Child {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(binary())
+        .arg("-c")
+        .arg(config)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("start switchyard")
+}
+
+/// Sends a signal with kill(1), which every Debian machine has.
+pub fn signal(pid: i32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{sig} {pid}");
+}
+
+/// An HTTP client that does not pool connections across tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// A small non-streaming chat request; returns (status, serving backend or "").
+pub async fn chat(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+) -> Result<(u16, String), String> {
+    chat_with(client, url, model, &[]).await
+}
+
+pub async fn chat_with(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#
+        ));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let backend = resp
+        .headers()
+        .get("x-mock-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    resp.bytes().await.map_err(|e| e.to_string())?;
+    Ok((status, backend))
+}
+
+/// A streamed response: each body chunk with its arrival time since the
+/// request was sent.
+pub async fn stream_chunks(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+) -> (u16, Vec<(Duration, bytes::Bytes)>) {
+    let start = Instant::now();
+    let mut resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let mut chunks = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        chunks.push((start.elapsed(), chunk));
+    }
+    (status, chunks)
+}
+
+/// Parses an OpenAI-style error body, returning (message, type, code).
+pub fn error_fields(body: &[u8]) -> (String, String, String) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "error body is not JSON ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    let e = &v["error"];
+    let s = |k: &str| {
+        e[k].as_str()
+            .unwrap_or_else(|| panic!("error.{k} missing in {v}"))
+            .to_string()
+    };
+    (s("message"), s("type"), s("code"))
+}
