@@ -15,6 +15,7 @@ use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -26,6 +27,18 @@ struct Shared {
     base: Instant,
     /// Set once the watchdog has shut the socket down.
     fired: AtomicBool,
+    /// The deadline the task is sleeping towards, in the same unit. A reset
+    /// to an earlier time must wake it; a later one (every body chunk) need
+    /// not, which keeps the per-chunk cost to two atomic operations.
+    sleeping_until_ms: AtomicU64,
+    wake: Notify,
+}
+
+impl Shared {
+    /// `after` from now, in the unit of `deadline_ms`.
+    fn ms_after(&self, after: Duration) -> u64 {
+        ((Instant::now() - self.base + after).as_millis()).min(u64::MAX as u128 - 1) as u64
+    }
 }
 
 /// Shuts an upstream socket down when a deadline passes.
@@ -42,10 +55,13 @@ impl Watchdog {
         // `connected_to_upstream`; it is only borrowed long enough to dup it.
         let owned: OwnedFd = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
         let socket = TcpStream::from(owned);
+        let base = Instant::now();
         let shared = Arc::new(Shared {
-            deadline_ms: AtomicU64::new(0),
-            base: Instant::now(),
+            deadline_ms: AtomicU64::new(first.as_millis().min(u64::MAX as u128 - 1) as u64),
+            base,
             fired: AtomicBool::new(false),
+            sleeping_until_ms: AtomicU64::new(u64::MAX),
+            wake: Notify::new(),
         });
         let watchdog_shared = shared.clone();
         let task = tokio::spawn(async move {
@@ -62,20 +78,24 @@ impl Watchdog {
                     let _ = socket.shutdown(Shutdown::Both);
                     return;
                 }
-                tokio::time::sleep_until(at).await;
+                shared.sleeping_until_ms.store(deadline, Ordering::Release);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = shared.wake.notified() => {}
+                }
             }
         });
-        let dog = Watchdog { shared, task };
-        dog.reset(first);
-        Ok(dog)
+        Ok(Watchdog { shared, task })
     }
 
     /// Moves the deadline to `after` from now.
     pub fn reset(&self, after: Duration) {
-        let ms = (Instant::now() - self.shared.base + after).as_millis() as u64;
-        self.shared
-            .deadline_ms
-            .store(ms.min(u64::MAX - 1), Ordering::Release);
+        let ms = self.shared.ms_after(after);
+        self.shared.deadline_ms.store(ms, Ordering::Release);
+        if ms < self.shared.sleeping_until_ms.load(Ordering::Acquire) {
+            // `notify_one` keeps a permit if the task is not waiting yet.
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Stops watching; the connection may now be reused.
@@ -121,6 +141,18 @@ mod tests {
             matches!(read, Ok(Ok(0)) | Ok(Err(_))),
             "the read ends: {read:?}"
         );
+        assert!(dog.fired());
+    }
+
+    #[tokio::test]
+    async fn an_earlier_deadline_takes_effect() {
+        let (mut client, _server) = pair().await;
+        let dog = Watchdog::start(client.as_raw_fd(), Duration::from_secs(30)).unwrap();
+        tokio::task::yield_now().await;
+        dog.reset(Duration::from_millis(50));
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf)).await;
+        assert!(read.is_ok(), "fired at the new, earlier deadline");
         assert!(dog.fired());
     }
 

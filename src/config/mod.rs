@@ -108,7 +108,17 @@ impl Config {
 /// serde_yaml already prefixes type errors with their path
 /// (`server.threads: invalid type: ...`); only tidy the wording.
 fn yaml_error(e: &serde_yaml::Error) -> String {
+    // Our raw struct names mean nothing to the reader of the file.
     let text = e.to_string();
+    let text = match text.find("expected struct Raw") {
+        Some(at) => {
+            let end = text[at + 16..]
+                .find(|c: char| !c.is_alphanumeric())
+                .map_or(text.len(), |n| at + 16 + n);
+            format!("{}expected a mapping{}", &text[..at], &text[end..])
+        }
+        None => text,
+    };
     match text.split_once(": ") {
         Some((path, rest)) if !path.contains(' ') && path != "." => format!("{path}: {rest}"),
         _ => format!("YAML: {text}"),
@@ -134,3 +144,6 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
         | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
+
+#[cfg(test)]
+mod tests;

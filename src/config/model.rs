@@ -40,11 +40,12 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     /// Log file when daemonized; stderr otherwise.
     pub error_log: Option<String>,
-    /// After SIGTERM, how long listeners stay open before shutdown starts.
-    /// Default 0s: a systemd stop should not keep accepting.
+    /// After SIGTERM (or handing the listeners to a new binary), the longest
+    /// time requests in flight, streams included, get to finish. The process
+    /// exits as soon as none is left. Default 60s.
     pub grace_period: Duration,
-    /// After the grace period, how long in-flight requests (streams) may
-    /// take to finish. Default 60s.
+    /// After the grace period, how long Pingora's runtimes get to stop
+    /// before the process exits anyway. Default 5s.
     pub graceful_shutdown_timeout: Duration,
     /// Idle upstream connections kept for reuse, process-wide. Default 1024.
     pub upstream_keepalive_pool_size: usize,

@@ -147,13 +147,13 @@ fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
         grace_period: errors.parse_duration(
             "server.grace_period",
             raw.grace_period.as_ref(),
-            Duration::ZERO,
+            Duration::from_secs(60),
             true,
         ),
         graceful_shutdown_timeout: errors.duration(
             "server.graceful_shutdown_timeout",
             raw.graceful_shutdown_timeout.as_ref(),
-            Duration::from_secs(60),
+            Duration::from_secs(5),
         ),
         upstream_keepalive_pool_size: raw.upstream_keepalive_pool_size.unwrap_or(1024),
     }

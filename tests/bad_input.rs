@@ -1,0 +1,222 @@
+//! Bad configurations, bad requests and dead backends get clear answers, and
+//! the proxy keeps serving.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn check(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn dash_t_validates_and_lists_every_error() {
+    let good = "pools:\n  chat:\n    backends: [{ url: \"http://127.0.0.1:9\" }]\n";
+    let (code, out) = check(good);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is valid"));
+
+    let bad = "server:\n  listn: []\npools:\n  chat:\n    timeouts: { connect: fast }\n    backends: [{ url: \"htp://x\" }]\nroutes:\n  - { pool: code }\n";
+    let (code, out) = check(bad);
+    assert_eq!(code, 64, "{out}");
+    for expected in [
+        "server.listn: unknown key",
+        "pools.chat.timeouts.connect: \"fast\" is not a duration",
+        "pools.chat.backends[0].url: \"htp://x\" is not an http URL",
+        "routes[0].pool: \"code\" is not a pool defined under pools",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+
+    let (code, out) = check("pools: [");
+    assert_eq!(code, 64, "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+
+    let missing = Command::new(binary())
+        .args(["-t", "-c", "/nonexistent/switchyard.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("cannot read /nonexistent/switchyard.yaml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_malformed_http_and_dead_fleet() {
+    let m = mocks(1).await;
+    let live = m[0].url();
+    // Two pools: one alive, one whose only backend refuses connections.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let proxy = Proxy::start(|addr| {
+        format!(
+            "server:\n  listen: [\"{addr}\"]\n  threads: 2\n\
+             pools:\n  live:\n    health_check: {{ type: none }}\n    backends: [{{ url: \"{live}\" }}]\n\
+             \x20 dead:\n    health_check: {{ type: none }}\n    backends: [{{ url: \"{dead}\" }}]\n\
+             routes:\n  - {{ path_prefix: /v1, pool: live }}\n  - {{ path_prefix: /dead, pool: dead }}\n"
+        )
+    })
+    .await;
+    let client = client();
+
+    // No route: 404 with a JSON error.
+    let resp = client.get(proxy.url("/nowhere")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let (message, kind, code) = error_fields(&resp.bytes().await.unwrap());
+    assert_eq!(
+        (kind.as_str(), code.as_str()),
+        ("invalid_request_error", "no_route")
+    );
+    assert!(message.contains("/nowhere"));
+
+    // All backends down: a fast 502 with a JSON error, not a hang.
+    let start = Instant::now();
+    let resp = client
+        .post(proxy.url("/dead/v1/chat/completions"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let (_, kind, code) = error_fields(&resp.bytes().await.unwrap());
+    assert_eq!(
+        (kind.as_str(), code.as_str()),
+        ("server_error", "backend_error")
+    );
+
+    // Malformed HTTP: 400, and the connection is closed.
+    let mut raw = std::net::TcpStream::connect(proxy.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = raw.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+
+    let mut raw = std::net::TcpStream::connect(proxy.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(b"\x16\x03\x01garbage that is not http\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = raw.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer:?}"
+    );
+
+    // And it keeps serving.
+    let (status, backend) = chat(&client, &proxy.url("/v1/chat/completions"), "llama3")
+        .await
+        .unwrap();
+    assert_eq!((status, backend.as_str()), (200, "b0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_fleet_gets_503_with_retry_after() {
+    let m = mocks(2).await;
+    for b in &m {
+        b.set_failure(Failure::Status(500));
+    }
+    let backends = backends_yaml(&[&m[0], &m[1]], &[]);
+    let proxy = Proxy::start(|addr| one_pool(addr, "round_robin", &backends)).await;
+    proxy.wait_log("backend b0 is unhealthy").await;
+    proxy.wait_log("backend b1 is unhealthy").await;
+    let resp = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let (message, kind, code) = error_fields(&resp.bytes().await.unwrap());
+    assert_eq!(
+        (kind.as_str(), code.as_str()),
+        ("server_error", "no_healthy_backend")
+    );
+    assert_eq!(message, "no healthy backend in pool 'chat'");
+}
+
+fn timeouts_pool(
+    addr: std::net::SocketAddr,
+    backend: &str,
+    first_byte: &str,
+    idle: &str,
+) -> String {
+    format!(
+        "server:\n  listen: [\"{addr}\"]\n  threads: 2\n\
+         pools:\n  chat:\n    retries: 0\n    timeouts: {{ connect: 1s, first_byte: {first_byte}, idle: {idle} }}\n\
+         \x20   health_check: {{ type: none }}\n    backends: [{{ url: \"{backend}\" }}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_byte_timeout_gives_504() {
+    let hung = mock(MockConfig::new("h").failure(Failure::Hang)).await;
+    let url = hung.url();
+    let proxy = Proxy::start(|addr| timeouts_pool(addr, &url, "500ms", "30s")).await;
+    let start = Instant::now();
+    let resp = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .body(r#"{"model":"llama3"}"#)
+        .send()
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let (_, _, code) = error_fields(&resp.bytes().await.unwrap());
+    assert_eq!(code, "backend_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_ends_a_silent_stream_but_not_a_slow_first_byte() {
+    // First token after 800 ms (longer than idle, within first_byte), then
+    // silence for 20 s.
+    let slow = mock(
+        MockConfig::new("slow")
+            .ttft(Duration::from_millis(800))
+            .token_gap(Duration::from_secs(20))
+            .tokens(3),
+    )
+    .await;
+    let url = slow.url();
+    let proxy = Proxy::start(|addr| timeouts_pool(addr, &url, "10s", "400ms")).await;
+    let start = Instant::now();
+    let (status, chunks) = stream_chunks(
+        &client(),
+        &proxy.url("/v1/chat/completions"),
+        r#"{"model":"llama3","stream":true}"#,
+    )
+    .await;
+    let took = start.elapsed();
+    assert_eq!(status, 200, "the first byte came within first_byte");
+    assert!(!chunks.is_empty(), "the first token was delivered");
+    assert!(
+        took < Duration::from_secs(8),
+        "the silent stream was cut by idle, took {took:?}"
+    );
+    let body: String = chunks
+        .iter()
+        .map(|(_, c)| String::from_utf8_lossy(c).to_string())
+        .collect();
+    assert!(!body.contains("[DONE]"));
+}
