@@ -12,6 +12,8 @@
 //! - [`watchdog`]: the first-byte and idle timeouts of a response.
 //! - [`error_response`]: OpenAI-style JSON errors.
 //! - [`reload`]: SIGHUP re-reads the configuration.
+//! - [`drain`]: shutdown that ends with the last request in flight.
+//! - [`signals`]: QUIT, TERM, INT and USR2 (upgrade from inside the service).
 //! - [`server`]: assembles the Pingora server and its services.
 //! - [`demo`]: `--demo`, a mock fleet behind the proxy in one process.
 //! - [`mock`]: a mock OpenAI/Ollama backend for the demo, tests and benchmarks.
@@ -20,6 +22,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod drain;
 pub mod error_response;
 pub mod health;
 pub mod mock;
@@ -28,5 +31,6 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod signals;
 pub mod state;
 pub mod watchdog;

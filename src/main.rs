@@ -2,10 +2,12 @@
 //! run the server. Everything else is in the library.
 
 use clap::Parser;
+use pingora_core::server::RunArgs;
 use std::process::ExitCode;
 use switchyard::cli::{Args, EXIT_BAD_CONFIG};
 use switchyard::config::Config;
 use switchyard::server::{self, RunOptions};
+use switchyard::signals::{SignalWatch, UpgradeCommand};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -49,11 +51,26 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let upgrade = std::env::current_exe().ok().map(|exe| UpgradeCommand {
+        exe,
+        args: [
+            Some("-c".into()),
+            Some(args.config.clone().into_os_string()),
+            args.daemon.then(|| "-d".into()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        upgrade_sock: config.server.upgrade_sock.clone().into(),
+    });
     let options = RunOptions {
         daemon: args.daemon,
         upgrade: args.upgrade,
         config_path: Some(args.config),
     };
     let (server, _) = server::build(config, &options);
-    server.run_forever();
+    server.run(RunArgs {
+        shutdown_signal: Box::new(SignalWatch::new(upgrade)),
+    });
+    ExitCode::SUCCESS
 }

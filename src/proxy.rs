@@ -6,6 +6,7 @@
 //! pool, up to the pool's `retries`; errors the proxy answers itself are
 //! OpenAI-style JSON.
 
+use crate::drain::{InFlight, InFlightGuard};
 use crate::error_response::ApiError;
 use crate::pool::{Pool, Upstream};
 use crate::state::{SharedState, Snapshot};
@@ -31,17 +32,20 @@ const UPSTREAM_IDLE: Duration = Duration::from_secs(4);
 /// The proxy service.
 pub struct Switchyard {
     state: Arc<SharedState>,
+    /// Every request holds a count here, so shutdown can end with the last.
+    in_flight: Arc<InFlight>,
 }
 
 impl Switchyard {
-    pub fn new(state: Arc<SharedState>) -> Self {
-        Switchyard { state }
+    pub fn new(state: Arc<SharedState>, in_flight: Arc<InFlight>) -> Self {
+        Switchyard { state, in_flight }
     }
 }
 
 /// Per-request state.
-#[derive(Default)]
 pub struct RequestCtx {
+    /// Released when the request ends in any way.
+    _in_flight: InFlightGuard,
     /// The routing state this request runs on, taken at its start.
     snapshot: Option<Arc<Snapshot>>,
     /// Index of the routed pool in `snapshot.pools`.
@@ -106,7 +110,15 @@ impl ProxyHttp for Switchyard {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            _in_flight: self.in_flight.enter(),
+            snapshot: None,
+            pool: None,
+            hash_key: Vec::new(),
+            tried: Vec::new(),
+            upstream: None,
+            watchdog: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -2,6 +2,7 @@
 //! health checker and the SIGHUP reloader.
 
 use crate::config::Config;
+use crate::drain::{DrainService, InFlight};
 use crate::health::HealthService;
 use crate::proxy::Switchyard;
 use crate::reload::{ReloadService, Reloader};
@@ -56,16 +57,18 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     let listen = config.server.listen.clone();
     let settings = config.server.clone();
     let state = SharedState::new(config);
+    let in_flight = Arc::new(InFlight::default());
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Switchyard::new(state.clone()),
+        Switchyard::new(state.clone(), in_flight.clone()),
         "switchyard proxy",
     );
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
     }
     server.add_service(proxy);
+    server.add_service(background_service("drain", DrainService::new(in_flight)));
     server.add_service(background_service(
         "health checks",
         HealthService::new(state.clone()),

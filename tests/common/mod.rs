@@ -13,6 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+#[allow(unused_imports)]
 pub use switchyard::mock::{Failure, MockConfig, MockServer};
 
 /// Generous: CI runs on a loaded 2-core machine.
@@ -88,7 +89,7 @@ pub fn backends_yaml(mocks: &[&MockServer], weights: &[usize]) -> String {
 /// A one-pool configuration over `mocks` with fast HTTP health checks.
 pub fn one_pool(listen: SocketAddr, strategy: &str, backends: &str) -> String {
     format!(
-        "server:\n  listen: [\"{listen}\"]\n  threads: 2\n  grace_period: 0s\n  graceful_shutdown_timeout: 10s\n\
+        "server:\n  listen: [\"{listen}\"]\n  threads: 2\n  grace_period: 30s\n  graceful_shutdown_timeout: 5s\n\
          pools:\n  chat:\n    strategy: {strategy}\n    retries: 2\n\
          \x20   timeouts: {{ connect: 1s, first_byte: 10s, idle: 10s }}\n\
          \x20   health_check: {{ type: http, path: /health, interval: 200ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2 }}\n\
