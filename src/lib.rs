@@ -8,6 +8,9 @@
 //! - [`route`]: which pool serves a request.
 //! - [`pool`]: which backend of a pool serves it (Pingora's selectors).
 //! - [`health`]: active health checks and the state they drive.
+//! - [`models`]: which backend serves which model; the request's model.
+//! - [`request_body`]: reading a body whole to route on its model.
+//! - [`replay`]: forwarding a body read before the backend was chosen.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`watchdog`]: the first-byte and idle timeouts of a response.
 //! - [`error_response`]: OpenAI-style JSON errors.
@@ -26,9 +29,12 @@ pub mod drain;
 pub mod error_response;
 pub mod health;
 pub mod mock;
+pub mod models;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod replay;
+pub mod request_body;
 pub mod route;
 pub mod server;
 pub mod signals;

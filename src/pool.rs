@@ -9,6 +9,7 @@
 
 use crate::config::{BackendSpec, HashKey, PoolSpec, Strategy};
 use crate::health::{self, BackendHealth};
+use crate::models::BackendModels;
 use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::health_check::HealthCheck;
@@ -34,6 +35,17 @@ pub struct Upstream {
     pub health: Arc<BackendHealth>,
     /// `None` when the pool has no active check.
     pub probe: Option<Arc<dyn HealthCheck + Send + Sync>>,
+    /// Shared with the previous snapshot, and with other pools that list
+    /// the same address.
+    pub models: Arc<BackendModels>,
+}
+
+impl Upstream {
+    /// Whether this backend may serve `model` (any model when none is asked
+    /// for, or while its list is not known yet).
+    pub fn may_serve(&self, model: Option<&str>) -> bool {
+        model.is_none_or(|m| self.models.serves(m).unwrap_or(true))
+    }
 }
 
 /// A pool's selector, one variant per strategy.
@@ -70,12 +82,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Builds a pool. `health_of` supplies each backend's health state: the
-    /// previous one when a reload keeps the backend.
+    /// Builds a pool. `health_of` and `models_of` supply each backend's
+    /// health and model list: the previous ones when a reload keeps it.
     pub fn new(
         id: u64,
         spec: PoolSpec,
         health_of: impl Fn(&BackendSpec) -> Arc<BackendHealth>,
+        models_of: impl Fn(&BackendSpec) -> Arc<BackendModels>,
     ) -> Self {
         let upstreams: Vec<Arc<Upstream>> = spec
             .backends
@@ -85,6 +98,7 @@ impl Pool {
                     spec: b.clone(),
                     health: health_of(b),
                     probe: health::probe(&spec.health, b),
+                    models: models_of(b),
                 })
             })
             .collect();
@@ -121,14 +135,22 @@ impl Pool {
         self.upstreams.iter().find(|u| u.spec.addr == addr)
     }
 
-    /// Picks a healthy backend not in `tried`. `key` is used by
-    /// `consistent_hash` only.
-    pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<Arc<Upstream>> {
+    /// Picks a healthy backend not in `tried` that may serve `model`.
+    /// `key` is used by `consistent_hash` only.
+    pub fn select(
+        &self,
+        key: &[u8],
+        tried: &[SocketAddr],
+        model: Option<&str>,
+    ) -> Option<Arc<Upstream>> {
         let accept = |b: &Backend, _: bool| {
             let Some(addr) = b.addr.as_inet().copied() else {
                 return false;
             };
-            !tried.contains(&addr) && self.upstream(addr).is_some_and(|u| u.health.is_healthy())
+            !tried.contains(&addr)
+                && self
+                    .upstream(addr)
+                    .is_some_and(|u| u.health.is_healthy() && u.may_serve(model))
         };
         let chosen = match &self.selector {
             Selector::RoundRobin(lb) => lb.select_with(key, MAX_ITERATIONS, accept),
@@ -139,10 +161,20 @@ impl Pool {
     }
 
     /// Whether a backend other than those in `tried` could still be selected.
-    pub fn has_untried(&self, tried: &[SocketAddr]) -> bool {
+    pub fn has_untried(&self, tried: &[SocketAddr], model: Option<&str>) -> bool {
+        self.upstreams.iter().any(|u| {
+            u.spec.weight > 0
+                && !tried.contains(&u.spec.addr)
+                && u.health.is_healthy()
+                && u.may_serve(model)
+        })
+    }
+
+    /// Whether any backend, healthy or not, may serve `model`.
+    pub fn knows(&self, model: &str) -> bool {
         self.upstreams
             .iter()
-            .any(|u| u.spec.weight > 0 && !tried.contains(&u.spec.addr) && u.health.is_healthy())
+            .any(|u| u.spec.weight > 0 && u.may_serve(Some(model)))
     }
 
     /// Starts a health-check round unless one is running.
@@ -157,7 +189,7 @@ impl Pool {
     /// The bytes `consistent_hash` hashes for this request; empty for the
     /// other strategies, and when the request lacks the key (such requests
     /// all share one spot on the ring).
-    pub fn hash_key(&self, session: &Session) -> Vec<u8> {
+    pub fn hash_key(&self, session: &Session, model: Option<&str>) -> Vec<u8> {
         let Strategy::ConsistentHash(key) = &self.spec.strategy else {
             return Vec::new();
         };
@@ -182,6 +214,7 @@ impl Pool {
                 .map(|a| a.ip().to_string().into_bytes())
                 .unwrap_or_default(),
             HashKey::Path => req.uri.path().as_bytes().to_vec(),
+            HashKey::Model => model.unwrap_or_default().as_bytes().to_vec(),
         }
     }
 }
@@ -204,9 +237,12 @@ mod tests {
             "pools:\n  p:\n    strategy: {strategy}\n    health_check: {{ type: none }}\n    backends:\n{yaml_backends}"
         );
         let config = Config::from_yaml(&yaml).unwrap();
-        Pool::new(1, config.pools[0].clone(), |_| {
-            Arc::new(BackendHealth::new(true))
-        })
+        Pool::new(
+            1,
+            config.pools[0].clone(),
+            |_| Arc::new(BackendHealth::new(true)),
+            |_| Arc::new(BackendModels::default()),
+        )
     }
 
     const THREE: &str = "      - { url: \"http://127.0.0.1:1001\", weight: 5 }\n      - { url: \"http://127.0.0.1:1002\", weight: 3 }\n      - { url: \"http://127.0.0.1:1003\", weight: 2 }\n";
@@ -217,7 +253,7 @@ mod tests {
         let mut counts = std::collections::HashMap::new();
         for _ in 0..1000 {
             *counts
-                .entry(p.select(b"", &[]).unwrap().spec.addr.port())
+                .entry(p.select(b"", &[], None).unwrap().spec.addr.port())
                 .or_insert(0) += 1;
         }
         assert_eq!(counts[&1001], 500);
@@ -238,20 +274,56 @@ mod tests {
             },
         );
         for _ in 0..100 {
-            assert_eq!(p.select(b"", &[a]).unwrap().spec.addr.port(), 1003);
+            assert_eq!(p.select(b"", &[a], None).unwrap().spec.addr.port(), 1003);
         }
         let c: SocketAddr = "127.0.0.1:1003".parse().unwrap();
-        assert!(p.select(b"", &[a, c]).is_none());
-        assert!(!p.has_untried(&[a, c]));
+        assert!(p.select(b"", &[a, c], None).is_none());
+        assert!(!p.has_untried(&[a, c], None));
     }
 
     #[test]
     fn consistent_hash_is_stable() {
         let p = pool(THREE, "consistent_hash\n    hash_key: path");
-        let first = p.select(b"user-1", &[]).unwrap().spec.addr;
+        let first = p.select(b"user-1", &[], None).unwrap().spec.addr;
         for _ in 0..10 {
-            assert_eq!(p.select(b"user-1", &[]).unwrap().spec.addr, first);
+            assert_eq!(p.select(b"user-1", &[], None).unwrap().spec.addr, first);
         }
+    }
+
+    #[test]
+    fn only_backends_with_the_model_are_candidates() {
+        use crate::models::ModelEntry;
+        let p = pool(THREE, "round_robin");
+        let entry = |n: &str| ModelEntry {
+            name: n.into(),
+            ollama: None,
+        };
+        p.upstreams[0]
+            .models
+            .set(vec![entry("llama3"), entry("qwen")]);
+        p.upstreams[1].models.set(vec![entry("llama3")]);
+        p.upstreams[2].models.set(vec![entry("codestral")]);
+        for _ in 0..20 {
+            assert_eq!(
+                p.select(b"", &[], Some("qwen")).unwrap().spec.addr.port(),
+                1001
+            );
+            assert_eq!(
+                p.select(b"", &[], Some("codestral"))
+                    .unwrap()
+                    .spec
+                    .addr
+                    .port(),
+                1003
+            );
+            assert_ne!(
+                p.select(b"", &[], Some("llama3")).unwrap().spec.addr.port(),
+                1003
+            );
+        }
+        assert!(p.select(b"", &[], Some("mistral")).is_none());
+        assert!(!p.knows("mistral"));
+        assert!(p.knows("qwen"));
     }
 
     #[test]

@@ -8,7 +8,10 @@
 
 use crate::drain::{InFlight, InFlightGuard};
 use crate::error_response::ApiError;
+use crate::models::lists::{self, ListKind};
+use crate::models::scan;
 use crate::pool::{Pool, Upstream};
+use crate::request_body::{names_a_model, read_all, BodyError};
 use crate::state::{SharedState, Snapshot};
 use crate::watchdog::Watchdog;
 use async_trait::async_trait;
@@ -50,14 +53,24 @@ pub struct RequestCtx {
     snapshot: Option<Arc<Snapshot>>,
     /// Index of the routed pool in `snapshot.pools`.
     pool: Option<usize>,
-    /// `consistent_hash` key, computed once per request.
-    hash_key: Vec<u8>,
+    /// The model the client asked for, after alias resolution.
+    model: Option<String>,
+    /// The model actually sent to the backend: `model`, or a fallback.
+    served_model: Option<String>,
+    /// The request body, when it was read to find the model.
+    body: Option<Bytes>,
+    /// Where the model's string literal sits in `body`.
+    model_span: Option<std::ops::Range<usize>>,
+    /// The body to send instead of the client's, when the model was renamed.
+    upstream_body: Option<Bytes>,
     /// Backends attempted so far, so a retry picks another one.
     tried: Vec<SocketAddr>,
     /// The backend of the current attempt.
     upstream: Option<Arc<Upstream>>,
     /// Enforces `first_byte` and `idle` on the current attempt.
     watchdog: Option<Watchdog>,
+    /// Why no backend was chosen, answered by `fail_to_proxy`.
+    refusal: Option<ApiError>,
 }
 
 impl RequestCtx {
@@ -114,16 +127,36 @@ impl ProxyHttp for Switchyard {
             _in_flight: self.in_flight.enter(),
             snapshot: None,
             pool: None,
-            hash_key: Vec::new(),
+            model: None,
+            served_model: None,
+            body: None,
+            model_span: None,
+            upstream_body: None,
             tried: Vec::new(),
             upstream: None,
             watchdog: None,
+            refusal: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.state.load_full();
-        let Some(index) = snapshot.router.route(session.req_header()) else {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if let Some(kind) = ListKind::of(&method, &path) {
+            answer_list(session, &snapshot, kind).await?;
+            return Ok(true);
+        }
+        if names_a_model(&method, &path) {
+            if let Err(api) = read_model(session, ctx, &snapshot).await? {
+                api.send(session).await?;
+                return Ok(true);
+            }
+        }
+        let Some(index) = snapshot
+            .router
+            .route(session.req_header(), ctx.model.as_deref())
+        else {
             let path = session.req_header().uri.path().to_string();
             ApiError::new(
                 404,
@@ -135,7 +168,6 @@ impl ProxyHttp for Switchyard {
             .await?;
             return Ok(true);
         };
-        ctx.hash_key = snapshot.pools[index].hash_key(session);
         ctx.pool = Some(index);
         ctx.snapshot = Some(snapshot);
         Ok(false)
@@ -143,23 +175,20 @@ impl ProxyHttp for Switchyard {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let pool = ctx
             .pool()
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool routed"))?;
-        let Some(upstream) = pool.select(&ctx.hash_key, &ctx.tried) else {
-            let what = if ctx.tried.is_empty() {
-                "no healthy backend"
-            } else {
-                "no other healthy backend"
-            };
-            return Error::e_explain(
-                ErrorType::HTTPStatus(503),
-                format!("{what} in pool '{}'", pool.spec.name),
-            );
+        let upstream = match choose(session, ctx, &pool) {
+            Ok(upstream) => upstream,
+            Err(api) => {
+                // Pingora hands this to `fail_to_proxy`, which answers it.
+                ctx.refusal = Some(api.clone());
+                return Error::e_explain(ErrorType::HTTPStatus(api.status), api.message);
+            }
         };
         ctx.tried.push(upstream.spec.addr);
         let mut peer = HttpPeer::new(upstream.spec.addr, false, String::new());
@@ -206,7 +235,7 @@ impl ProxyHttp for Switchyard {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         let upgrade = session
             .req_header()
@@ -214,6 +243,30 @@ impl ProxyHttp for Switchyard {
             .contains_key(http::header::UPGRADE);
         for name in hop_by_hop(&upstream_request.headers, upgrade) {
             upstream_request.remove_header(&name);
+        }
+        if let Some(body) = &ctx.upstream_body {
+            if upstream_request
+                .headers
+                .contains_key(http::header::CONTENT_LENGTH)
+            {
+                upstream_request
+                    .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The whole body arrives here at once (it was read to find the
+        // model); send the one naming the model the backend serves.
+        if let (Some(renamed), Some(_)) = (&ctx.upstream_body, body.as_ref()) {
+            *body = Some(renamed.clone());
         }
         Ok(())
     }
@@ -230,6 +283,9 @@ impl ProxyHttp for Switchyard {
         let upgrade = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         for name in hop_by_hop(&upstream_response.headers, upgrade) {
             upstream_response.remove_header(&name);
+        }
+        if let Some(model) = &ctx.served_model {
+            upstream_response.insert_header(MODEL_HEADER, model.as_str())?;
         }
         Ok(())
     }
@@ -261,7 +317,8 @@ impl ProxyHttp for Switchyard {
     ) -> Box<Error> {
         let Some(pool) = ctx.pool() else { return e };
         let attempts = ctx.tried.len();
-        let retry = attempts <= pool.spec.retries && pool.has_untried(&ctx.tried);
+        let retry = attempts <= pool.spec.retries
+            && pool.has_untried(&ctx.tried, ctx.served_model.as_deref());
         warn!(
             "pool {}: connect to {} failed ({}){}",
             pool.spec.name,
@@ -307,7 +364,10 @@ impl ProxyHttp for Switchyard {
         if let Some(dog) = ctx.watchdog.take() {
             dog.disarm();
         }
-        let api = error_for(e, timed_out, ctx.pool_name());
+        let api = ctx
+            .refusal
+            .take()
+            .or_else(|| error_for(e, timed_out, ctx.pool_name()));
         let code = match api {
             Some(api) if session.response_written().is_none() => {
                 if let Err(write) = api.send(session).await {
@@ -332,6 +392,155 @@ impl ProxyHttp for Switchyard {
             let status = session.response_written().map_or(0, |r| r.status.as_u16());
             debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
         }
+    }
+}
+
+/// Names the model that served a response, which differs from the one asked
+/// for when a fallback was used.
+pub const MODEL_HEADER: &str = "x-switchyard-model";
+
+/// Answers `/v1/models`, `/api/tags` or `/api/ps` for the whole fleet.
+async fn answer_list(session: &mut Session, snapshot: &Snapshot, kind: ListKind) -> Result<()> {
+    let body = match kind {
+        ListKind::OpenAi => lists::openai(&lists::fleet_models(snapshot)),
+        ListKind::OllamaTags => lists::ollama_tags(&lists::fleet_models(snapshot)),
+        ListKind::OllamaPs => lists::ollama_ps(snapshot).await,
+    };
+    let mut header = ResponseHeader::build(200, Some(2))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+/// Reads the body and finds its model (resolving an alias). `Ok(Err(..))`
+/// is an answer for the client; `Err` a failed client connection.
+async fn read_model(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    snapshot: &Snapshot,
+) -> Result<Result<(), ApiError>> {
+    let body = match read_all(session, snapshot.config.server.max_request_body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            let limit = snapshot.config.server.max_request_body;
+            return Ok(Err(ApiError::from_status(
+                413,
+                format!("the request body is larger than {limit} bytes"),
+            )));
+        }
+        Err(BodyError::Client(e)) => return Err(e),
+    };
+    let found = match scan::find_model(&body) {
+        Ok(found) => found,
+        Err(scan::ScanError::Missing) => {
+            return Ok(Err(ApiError::new(
+                400,
+                "invalid_request_error",
+                "model_required",
+                "the request body has no \"model\"",
+            )))
+        }
+        Err(scan::ScanError::Malformed(what)) => {
+            return Ok(Err(ApiError::new(
+                400,
+                "invalid_request_error",
+                "invalid_json",
+                format!("the request body is not valid JSON: expected {what}"),
+            )))
+        }
+    };
+    let model = snapshot
+        .config
+        .models
+        .aliases
+        .get(&found.model)
+        .cloned()
+        .unwrap_or(found.model);
+    ctx.model = Some(model);
+    ctx.model_span = Some(found.span);
+    ctx.body = Some(body);
+    Ok(Ok(()))
+}
+
+/// Picks the backend for this attempt: one that serves the request's model,
+/// else (on the first attempt) one that serves a fallback.
+fn choose(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    pool: &Arc<Pool>,
+) -> std::result::Result<Arc<Upstream>, ApiError> {
+    let no_backend = |what: &str| {
+        let mut api = ApiError::new(
+            503,
+            "server_error",
+            "no_healthy_backend",
+            format!("{what} in pool '{}'", pool.spec.name),
+        );
+        api.retry_after = Some(1);
+        api
+    };
+    let Some(model) = ctx.model.clone() else {
+        let key = pool.hash_key(session, None);
+        return pool.select(&key, &ctx.tried, None).ok_or_else(|| {
+            no_backend(if ctx.tried.is_empty() {
+                "no healthy backend"
+            } else {
+                "no other healthy backend"
+            })
+        });
+    };
+    let current = ctx.served_model.clone().unwrap_or_else(|| model.clone());
+    let key = pool.hash_key(session, Some(&current));
+    if let Some(up) = pool.select(&key, &ctx.tried, Some(&current)) {
+        ctx.set_served(current);
+        return Ok(up);
+    }
+    if ctx.tried.is_empty() {
+        let fallbacks = ctx
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.config.models.fallbacks.get(&model).cloned());
+        for fallback in fallbacks.unwrap_or_default() {
+            let key = pool.hash_key(session, Some(&fallback));
+            if let Some(up) = pool.select(&key, &ctx.tried, Some(&fallback)) {
+                debug!("model {model}: no healthy backend, falling back to {fallback}");
+                ctx.set_served(fallback);
+                return Ok(up);
+            }
+        }
+        if !pool.knows(&model) {
+            return Err(ApiError::new(
+                404,
+                "invalid_request_error",
+                "model_not_found",
+                format!("the model '{model}' does not exist or is not served here"),
+            ));
+        }
+    }
+    Err(no_backend(&format!(
+        "no {}healthy backend for model '{current}'",
+        if ctx.tried.is_empty() { "" } else { "other " }
+    )))
+}
+
+impl RequestCtx {
+    /// Records the model sent upstream, renaming it in the body if the
+    /// client asked for another name (an alias or a model that fell back).
+    fn set_served(&mut self, model: String) {
+        if self.served_model.as_deref() == Some(model.as_str()) {
+            return;
+        }
+        if let (Some(body), Some(span)) = (&self.body, &self.model_span) {
+            let named = &body[span.clone()];
+            let same = serde_json::from_slice::<String>(named).is_ok_and(|n| n == model);
+            self.upstream_body =
+                (!same).then(|| Bytes::from(scan::replace_model(body, span, &model)));
+        }
+        self.served_model = Some(model);
     }
 }
 

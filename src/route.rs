@@ -1,6 +1,7 @@
 //! Which pool serves a request: the `routes` list, first match wins.
 
 use crate::config::{PoolSpec, RouteSpec};
+use crate::models::glob_match;
 use pingora_http::RequestHeader;
 
 /// The compiled route table of one snapshot.
@@ -25,15 +26,27 @@ impl Router {
     }
 
     /// The index of the pool for this request, if any route matches.
-    pub fn route(&self, req: &RequestHeader) -> Option<usize> {
+    /// `model` is the request's model, when it has one.
+    pub fn route(&self, req: &RequestHeader, model: Option<&str>) -> Option<usize> {
         self.routes
             .iter()
-            .find(|(r, _)| matches(r, req))
+            .find(|(r, _)| matches(r, req, model))
             .map(|(_, index)| *index)
+    }
+
+    /// Whether some route looks at the model, so that reading the body
+    /// matters for routing even where the path does not require a model.
+    pub fn routes_on_model(&self) -> bool {
+        self.routes.iter().any(|(r, _)| r.model.is_some())
     }
 }
 
-fn matches(route: &RouteSpec, req: &RequestHeader) -> bool {
+fn matches(route: &RouteSpec, req: &RequestHeader, model: Option<&str>) -> bool {
+    if let Some(glob) = &route.model {
+        if !model.is_some_and(|m| glob_match(glob, m)) {
+            return false;
+        }
+    }
     if let Some(prefix) = &route.path_prefix {
         if !path_has_prefix(req.uri.path(), prefix) {
             return false;
@@ -95,19 +108,15 @@ routes:
     #[test]
     fn first_match_wins() {
         let r = router();
+        let route = |path: &str, header| r.route(&req(path, header), None);
         // pools are sorted by name: chat=0, code=1, ollama=2
-        assert_eq!(r.route(&req("/api/chat", None)), Some(2));
-        assert_eq!(r.route(&req("/api", None)), Some(2));
-        assert_eq!(r.route(&req("/apix", None)), Some(0));
+        assert_eq!(route("/api/chat", None), Some(2));
+        assert_eq!(route("/api", None), Some(2));
+        assert_eq!(route("/apix", None), Some(0));
+        let deepseek = Some(("x-model", "deepseek-r1"));
+        assert_eq!(route("/v1/chat/completions", deepseek), Some(1));
         assert_eq!(
-            r.route(&req(
-                "/v1/chat/completions",
-                Some(("x-model", "deepseek-r1"))
-            )),
-            Some(1)
-        );
-        assert_eq!(
-            r.route(&req("/v1/chat/completions", Some(("x-model", "llama")))),
+            route("/v1/chat/completions", Some(("x-model", "llama"))),
             Some(0)
         );
     }
@@ -119,6 +128,25 @@ routes:
         )
         .unwrap();
         let r = Router::new(&c.routes, &c.pools);
-        assert_eq!(r.route(&req("/other", None)), None);
+        assert_eq!(r.route(&req("/other", None), None), None);
+    }
+
+    #[test]
+    fn routes_on_the_model_glob() {
+        let c = Config::from_yaml(
+            "pools:\n  a: { health_check: { type: none }, backends: [{ url: \"http://127.0.0.1:1\" }] }\n  b: { health_check: { type: none }, backends: [{ url: \"http://127.0.0.1:2\" }] }\nroutes:\n  - { model: \"qwen*\", pool: b }\n  - { pool: a }\n",
+        )
+        .unwrap();
+        let r = Router::new(&c.routes, &c.pools);
+        assert!(r.routes_on_model());
+        assert_eq!(
+            r.route(&req("/v1/chat/completions", None), Some("qwen2.5-coder")),
+            Some(1)
+        );
+        assert_eq!(
+            r.route(&req("/v1/chat/completions", None), Some("llama3")),
+            Some(0)
+        );
+        assert_eq!(r.route(&req("/v1/chat/completions", None), None), Some(0));
     }
 }

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::drain::{DrainService, InFlight};
 use crate::health::HealthService;
+use crate::models::discovery::DiscoveryService;
 use crate::proxy::Switchyard;
 use crate::reload::{ReloadService, Reloader};
 use crate::state::SharedState;
@@ -69,6 +70,10 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     }
     server.add_service(proxy);
     server.add_service(background_service("drain", DrainService::new(in_flight)));
+    server.add_service(background_service(
+        "model discovery",
+        DiscoveryService::new(state.clone()),
+    ));
     server.add_service(background_service(
         "health checks",
         HealthService::new(state.clone()),

@@ -9,9 +9,12 @@
 
 use crate::config::{BackendSpec, Config, HealthKind};
 use crate::health::BackendHealth;
+use crate::models::BackendModels;
 use crate::pool::Pool;
 use crate::route::Router;
 use arc_swap::{ArcSwap, Guard};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -75,6 +78,26 @@ fn build(
     generation: u64,
     ids: &AtomicU64,
 ) -> Snapshot {
+    // Model lists are per address, whatever pools list it.
+    let mut known: HashMap<SocketAddr, Arc<BackendModels>> = HashMap::new();
+    for pool in previous.map(|s| s.pools.as_slice()).unwrap_or_default() {
+        for up in pool.upstreams() {
+            if up.spec.models.is_none() {
+                known
+                    .entry(up.spec.addr)
+                    .or_insert_with(|| up.models.clone());
+            }
+        }
+    }
+    let known = std::cell::RefCell::new(known);
+    let models_of = |b: &BackendSpec| match &b.models {
+        Some(fixed) => Arc::new(BackendModels::fixed(fixed)),
+        None => known
+            .borrow_mut()
+            .entry(b.addr)
+            .or_insert_with(|| Arc::new(BackendModels::default()))
+            .clone(),
+    };
     let pools = config
         .pools
         .iter()
@@ -94,6 +117,7 @@ fn build(
                 ids.fetch_add(1, Ordering::Relaxed),
                 spec.clone(),
                 health_of,
+                models_of,
             ))
         })
         .collect();

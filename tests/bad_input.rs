@@ -138,7 +138,7 @@ async fn unhealthy_fleet_gets_503_with_retry_after() {
     proxy.wait_log("backend b1 is unhealthy").await;
     let resp = client()
         .post(proxy.url("/v1/chat/completions"))
-        .body("{}")
+        .body(r#"{"model":"llama3"}"#)
         .send()
         .await
         .unwrap();
@@ -149,7 +149,10 @@ async fn unhealthy_fleet_gets_503_with_retry_after() {
         (kind.as_str(), code.as_str()),
         ("server_error", "no_healthy_backend")
     );
-    assert_eq!(message, "no healthy backend in pool 'chat'");
+    assert_eq!(
+        message,
+        "no healthy backend for model 'llama3' in pool 'chat'"
+    );
 }
 
 fn timeouts_pool(

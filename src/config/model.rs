@@ -5,6 +5,7 @@
 //! the reload path only ever see these types, never the file format.
 
 use regex::Regex;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,6 +17,18 @@ pub struct Config {
     pub pools: Vec<PoolSpec>,
     /// In file order: the first match wins.
     pub routes: Vec<RouteSpec>,
+    pub models: ModelsSpec,
+}
+
+/// `models:`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelsSpec {
+    /// How often each backend's model list is fetched. Default 30s.
+    pub refresh: Duration,
+    /// Requested name to the name backends know; resolved once, not chained.
+    pub aliases: BTreeMap<String, String>,
+    /// When no healthy backend serves a model, these are tried in order.
+    pub fallbacks: BTreeMap<String, Vec<String>>,
 }
 
 impl Config {
@@ -49,6 +62,9 @@ pub struct ServerSettings {
     pub graceful_shutdown_timeout: Duration,
     /// Idle upstream connections kept for reuse, process-wide. Default 1024.
     pub upstream_keepalive_pool_size: usize,
+    /// Largest request body read to find its `model`; larger gets 413.
+    /// Default 32 MiB.
+    pub max_request_body: usize,
 }
 
 /// How a pool picks a backend.
@@ -84,6 +100,9 @@ pub enum HashKey {
     ClientIp,
     /// The request path (without query).
     Path,
+    /// The request's model, so that one model's traffic stays on the same
+    /// few backends and they swap models less.
+    Model,
 }
 
 /// `pools.NAME.timeouts`.
@@ -150,6 +169,21 @@ pub struct BackendSpec {
     /// Share of traffic relative to the pool's other backends. Default 1;
     /// 0 drains the backend.
     pub weight: usize,
+    /// Which API lists its models. Default `auto`.
+    pub kind: BackendKind,
+    /// Models from the file: when given, discovery is off for this backend.
+    pub models: Option<Vec<String>>,
+}
+
+/// The API a backend speaks, for model discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `GET /v1/models` (vLLM, llama.cpp server, any OpenAI-compatible API).
+    OpenAi,
+    /// `GET /api/tags`.
+    Ollama,
+    /// `/v1/models`, then `/api/tags`.
+    Auto,
 }
 
 /// `routes[i]`: all present conditions must hold.
@@ -157,6 +191,8 @@ pub struct BackendSpec {
 pub struct RouteSpec {
     pub path_prefix: Option<String>,
     pub header: Option<HeaderMatch>,
+    /// A glob (`*`, `?`) on the request's model.
+    pub model: Option<String>,
     pub pool: String,
 }
 

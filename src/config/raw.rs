@@ -17,6 +17,15 @@ pub struct RawConfig {
     /// stable order.
     pub pools: Option<BTreeMap<String, RawPool>>,
     pub routes: Option<Vec<RawRoute>>,
+    pub models: Option<RawModels>,
+}
+
+/// `models:`: discovery, aliases and fallbacks, fleet-wide.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawModels {
+    pub refresh: Option<String>,
+    pub aliases: Option<BTreeMap<String, String>>,
+    pub fallbacks: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// `server:`: process-wide settings; most need a restart to change.
@@ -30,6 +39,7 @@ pub struct RawServer {
     pub grace_period: Option<String>,
     pub graceful_shutdown_timeout: Option<String>,
     pub upstream_keepalive_pool_size: Option<usize>,
+    pub max_request_body: Option<String>,
 }
 
 /// `pools.NAME:`
@@ -70,6 +80,9 @@ pub struct RawBackend {
     pub name: Option<String>,
     pub url: Option<String>,
     pub weight: Option<usize>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub models: Option<Vec<String>>,
 }
 
 /// `routes[i]:`
@@ -77,6 +90,7 @@ pub struct RawBackend {
 pub struct RawRoute {
     pub path_prefix: Option<String>,
     pub header: Option<RawHeaderMatch>,
+    pub model: Option<String>,
     pub pool: Option<String>,
 }
 

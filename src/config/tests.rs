@@ -121,11 +121,11 @@ fn hash_key_without_consistent_hash() {
     );
     assert_error(
         &GOOD.replace("    hash_key: \"header:x-user-id\"\n", ""),
-        "pools.chat.hash_key: is required with strategy consistent_hash (header:NAME, cookie:NAME, client_ip or path)",
+        "pools.chat.hash_key: is required with strategy consistent_hash (header:NAME, cookie:NAME, client_ip, path or model)",
     );
     assert_error(
         &GOOD.replace("header:x-user-id", "ip"),
-        r#"pools.chat.hash_key: "ip" is not one of header:NAME, cookie:NAME, client_ip, path"#,
+        r#"pools.chat.hash_key: "ip" is not one of header:NAME, cookie:NAME, client_ip, path, model"#,
     );
 }
 

@@ -99,11 +99,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             .collect()
     };
 
+    let models = models(&mut errors, raw.models.unwrap_or_default());
+
     if errors.0.is_empty() {
         Ok(Config {
             server,
             pools,
             routes,
+            models,
         })
     } else {
         Err(ConfigErrors(errors.0))
@@ -156,6 +159,78 @@ fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
             Duration::from_secs(5),
         ),
         upstream_keepalive_pool_size: raw.upstream_keepalive_pool_size.unwrap_or(1024),
+        max_request_body: match raw.max_request_body {
+            None => 32 << 20,
+            Some(text) => size(&text).unwrap_or_else(|| {
+                errors.push(
+                    "server.max_request_body",
+                    format!("{text:?} is not a size (use a unit: 512KiB, 32MiB)"),
+                );
+                32 << 20
+            }),
+        },
+    }
+}
+
+/// Parses `123`, `512KiB`, `32MiB`, `1GiB` (also KB/MB/GB, as 1000s).
+fn size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: usize = number.parse().ok()?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(scale).filter(|&n| n > 0)
+}
+
+fn models(errors: &mut Errors, raw: RawModels) -> ModelsSpec {
+    let aliases = raw.aliases.unwrap_or_default();
+    for (alias, target) in &aliases {
+        if target.is_empty() {
+            errors.push(
+                format!("models.aliases.{alias}"),
+                "the target model is empty",
+            );
+        } else if aliases.contains_key(target) {
+            errors.push(
+                format!("models.aliases.{alias}"),
+                format!("{target:?} is itself an alias; aliases are not chained"),
+            );
+        }
+    }
+    let fallbacks = raw.fallbacks.unwrap_or_default();
+    for (model, list) in &fallbacks {
+        if list.is_empty() {
+            errors.push(
+                format!("models.fallbacks.{model}"),
+                "lists no fallback model",
+            );
+        }
+        if list.contains(model) {
+            errors.push(
+                format!("models.fallbacks.{model}"),
+                "lists the model itself",
+            );
+        }
+    }
+    ModelsSpec {
+        refresh: errors.duration(
+            "models.refresh",
+            raw.refresh.as_ref(),
+            Duration::from_secs(30),
+        ),
+        aliases,
+        fallbacks,
     }
 }
 
@@ -223,7 +298,7 @@ fn strategy(errors: &mut Errors, at: &str, name: Option<&str>, key: Option<&str>
                 errors.push(
                     format!("{at}.hash_key"),
                     "is required with strategy consistent_hash \
-                     (header:NAME, cookie:NAME, client_ip or path)",
+                     (header:NAME, cookie:NAME, client_ip, path or model)",
                 );
                 return Strategy::ConsistentHash(HashKey::ClientIp);
             };
@@ -261,10 +336,12 @@ fn hash_key(errors: &mut Errors, at: &str, key: &str) -> HashKey {
         return HashKey::ClientIp;
     } else if key == "path" {
         return HashKey::Path;
+    } else if key == "model" {
+        return HashKey::Model;
     }
     errors.push(
         format!("{at}.hash_key"),
-        format!("{key:?} is not one of header:NAME, cookie:NAME, client_ip, path"),
+        format!("{key:?} is not one of header:NAME, cookie:NAME, client_ip, path, model"),
     );
     HashKey::ClientIp
 }
@@ -373,6 +450,23 @@ fn backends(errors: &mut Errors, at: &str, raw: Vec<RawBackend>) -> Vec<BackendS
                 format!("{weight} is more than {MAX_WEIGHT}"),
             );
         }
+        let kind = match b.kind.as_deref() {
+            None | Some("auto") => BackendKind::Auto,
+            Some("openai") => BackendKind::OpenAi,
+            Some("ollama") => BackendKind::Ollama,
+            Some(other) => {
+                errors.push(
+                    format!("{path}.type"),
+                    format!("{other:?} is not one of openai, ollama, auto"),
+                );
+                BackendKind::Auto
+            }
+        };
+        if let Some(models) = &b.models {
+            if models.iter().any(|m| m.trim().is_empty()) {
+                errors.push(format!("{path}.models"), "a model name is empty");
+            }
+        }
         let name = b.name.unwrap_or(authority);
         if !names.insert(name.clone()) {
             errors.push(
@@ -385,6 +479,8 @@ fn backends(errors: &mut Errors, at: &str, raw: Vec<RawBackend>) -> Vec<BackendS
             url,
             addr,
             weight: weight.min(MAX_WEIGHT),
+            kind,
+            models: b.models,
         });
     }
     if !out.is_empty() && out.iter().all(|b| b.weight == 0) {
@@ -488,9 +584,15 @@ fn route(errors: &mut Errors, i: usize, raw: RawRoute, pools: &[PoolSpec]) -> Op
             }
         }
     };
+    if let Some(glob) = &raw.model {
+        if glob.is_empty() {
+            errors.push(format!("{at}.model"), "the pattern is empty");
+        }
+    }
     Some(RouteSpec {
         path_prefix: raw.path_prefix,
         header,
+        model: raw.model,
         pool,
     })
 }
@@ -501,6 +603,7 @@ fn default_routes(errors: &mut Errors, pools: &[PoolSpec]) -> Vec<RouteSpec> {
         [only] => vec![RouteSpec {
             path_prefix: None,
             header: None,
+            model: None,
             pool: only.name.clone(),
         }],
         [] => Vec::new(),

@@ -253,7 +253,7 @@ pub async fn chat_with(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let resp = req.send().await.map_err(|e| format!("{e:?}"))?;
     let status = resp.status().as_u16();
     let backend = resp
         .headers()

@@ -1,0 +1,126 @@
+//! Which backend serves which model, and what a request asks for.
+//!
+//! # Layout
+//! - [`scan`]: the request body's `model`, found without a full parse.
+//! - [`fetch`]: a small HTTP client for backends' model lists.
+//! - [`discovery`]: the background service that keeps each backend's list.
+//! - [`lists`]: the fleet's model list, answered by Switchyard itself.
+//!
+//! A backend's list ([`BackendModels`]) is shared between routing
+//! snapshots by address, like its health, so a reload keeps what was
+//! discovered. A backend whose list is not known yet (before its first
+//! discovery) is a candidate for any model, so a new fleet serves at once.
+
+pub mod discovery;
+pub mod fetch;
+pub mod lists;
+pub mod scan;
+
+use arc_swap::ArcSwapOption;
+use std::sync::Arc;
+
+/// One model as a backend lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEntry {
+    pub name: String,
+    /// The backend's own `/api/tags` entry, kept so that Switchyard's
+    /// `/api/tags` shows sizes and details as Ollama would.
+    pub ollama: Option<serde_json::Value>,
+}
+
+/// The models one backend serves.
+#[derive(Debug, Default)]
+pub struct BackendModels {
+    /// `None` until the first successful discovery.
+    list: ArcSwapOption<Vec<ModelEntry>>,
+}
+
+impl BackendModels {
+    /// A list fixed by the configuration.
+    pub fn fixed(names: &[String]) -> Self {
+        let m = BackendModels::default();
+        m.set(
+            names
+                .iter()
+                .map(|n| ModelEntry {
+                    name: n.clone(),
+                    ollama: None,
+                })
+                .collect(),
+        );
+        m
+    }
+
+    pub fn set(&self, list: Vec<ModelEntry>) {
+        self.list.store(Some(Arc::new(list)));
+    }
+
+    pub fn get(&self) -> Option<Arc<Vec<ModelEntry>>> {
+        self.list.load_full()
+    }
+
+    /// Whether the backend serves `model`: `None` while its list is unknown.
+    pub fn serves(&self, model: &str) -> Option<bool> {
+        let list = self.list.load();
+        list.as_ref()
+            .map(|l| l.iter().any(|e| same_model(&e.name, model)))
+    }
+}
+
+/// Ollama treats `llama3` and `llama3:latest` as one model.
+pub fn same_model(a: &str, b: &str) -> bool {
+    let base = |s: &'_ str| -> String { s.strip_suffix(":latest").unwrap_or(s).to_string() };
+    a == b || base(a) == base(b)
+}
+
+/// Glob match with `*` (any run) and `?` (one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("qwen*", "qwen2.5-coder:7b"));
+        assert!(glob_match("*coder*", "qwen2.5-coder:7b"));
+        assert!(glob_match("llama3.?:8b", "llama3.1:8b"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("qwen*", "llama3"));
+        assert!(!glob_match("llama3", "llama3.1"));
+    }
+
+    #[test]
+    fn latest_tag() {
+        assert!(same_model("llama3", "llama3:latest"));
+        assert!(!same_model("llama3", "llama3:8b"));
+        let m = BackendModels::default();
+        assert_eq!(m.serves("x"), None);
+        m.set(vec![ModelEntry {
+            name: "llama3:latest".into(),
+            ollama: None,
+        }]);
+        assert_eq!(m.serves("llama3"), Some(true));
+        assert_eq!(m.serves("qwen"), Some(false));
+    }
+}

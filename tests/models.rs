@@ -1,0 +1,349 @@
+//! Model-aware routing through the real binary: discovery, routing on the
+//! body's model, aliases and fallbacks, and the fleet's model list.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn fleet_yaml(addr: std::net::SocketAddr, backends: &str, extra: &str) -> String {
+    format!(
+        "server:\n  listen: [\"{addr}\"]\n  threads: 2\n  max_request_body: 4MiB\n\
+         models:\n  refresh: 300ms\n{extra}\
+         pools:\n  chat:\n    health_check: {{ type: http, path: /health, interval: 200ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 1 }}\n    backends:\n{backends}"
+    )
+}
+
+async fn three() -> Vec<MockServer> {
+    let quick = |name: &str, models: &[&str]| {
+        MockConfig::new(name)
+            .models(models.iter().copied())
+            .ttft(Duration::ZERO)
+            .tokens(1)
+    };
+    vec![
+        mock(quick("A", &["llama3", "qwen"])).await,
+        mock(quick("B", &["llama3"])).await,
+        mock(quick("C", &["codestral"])).await,
+    ]
+}
+
+fn chats(m: &MockServer) -> u64 {
+    m.stats().requests_to("/v1/chat/completions") + m.stats().requests_to("/api/chat")
+}
+
+/// Waits until the proxy's `/v1/models` lists exactly `want`.
+async fn wait_models(proxy: &Proxy, want: &[&str]) {
+    let url = proxy.url("/v1/models");
+    let client = client();
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    wait_until(DEADLINE, &format!("models {want:?}"), || {
+        let (client, url, want) = (client.clone(), url.clone(), want.clone());
+        async move {
+            let Ok(resp) = client.get(&url).send().await else {
+                return false;
+            };
+            let v: serde_json::Value = resp.json_value().await;
+            let mut ids: Vec<String> = v["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["id"].as_str().map(String::from))
+                .collect();
+            ids.sort();
+            ids == want
+        }
+    })
+    .await;
+}
+
+trait JsonValue {
+    async fn json_value(self) -> serde_json::Value;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> serde_json::Value {
+        let bytes = self.bytes().await.unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_reach_only_backends_that_serve_their_model() {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
+
+    // /api/tags lists each model once too.
+    let tags = client()
+        .get(proxy.url("/api/tags"))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    let mut names: Vec<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["codestral", "llama3", "qwen"]);
+
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    for _ in 0..6 {
+        assert_eq!(
+            chat(&client, &url, "codestral").await.unwrap(),
+            (200, "C".into())
+        );
+        assert_eq!(
+            chat(&client, &url, "qwen").await.unwrap(),
+            (200, "A".into())
+        );
+    }
+    let mut llama = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let (status, backend) = chat(&client, &url, "llama3").await.unwrap();
+        assert_eq!(status, 200);
+        llama.insert(backend);
+    }
+    assert_eq!(
+        llama,
+        ["A".to_string(), "B".to_string()].into_iter().collect()
+    );
+
+    // The Ollama API routes the same way.
+    let resp = client
+        .post(proxy.url("/api/chat"))
+        .body(r#"{"model":"codestral","stream":false}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-mock-backend"], "C");
+
+    // An unknown model reaches no backend.
+    let before: Vec<u64> = m.iter().map(chats).collect();
+    let resp = client
+        .post(&url)
+        .body(r#"{"model":"gpt-5","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let (message, _, code) = error_fields(&resp.bytes().await.unwrap());
+    assert_eq!(code, "model_not_found");
+    assert!(
+        message.contains("gpt-5") && !message.contains("127.0.0.1"),
+        "{message}"
+    );
+    assert_eq!(m.iter().map(chats).collect::<Vec<_>>(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_with_the_model_last_is_routed_and_forwarded_byte_for_byte() {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
+    let client = client();
+    for stream in [false, true] {
+        // 2 MiB of prompt, then the model, as the OpenAI Python SDK orders it.
+        let prompt: String = (0..(2 << 20))
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":"{prompt}"}}],"stream":{stream},"model":"codestral"}}"#
+        );
+        let resp = client
+            .post(proxy.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-mock-backend"], "C");
+        let text = resp.text().await.unwrap();
+        if stream {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        }
+        let got = m[2].stats().last_body();
+        assert_eq!(got.len(), body.len());
+        assert!(
+            got == body.as_bytes(),
+            "the backend received other bytes than were sent"
+        );
+    }
+    // The proxy keeps serving small requests normally afterwards.
+    assert_eq!(
+        chat(&client, &proxy.url("/v1/chat/completions"), "qwen")
+            .await
+            .unwrap(),
+        (200, "A".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_follows_models_appearing_and_disappearing() {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    assert_eq!(chat(&client, &url, "phi3").await.unwrap().0, 404);
+
+    m[1].set_models(vec!["llama3".into(), "phi3".into()]);
+    wait_until(DEADLINE, "phi3 to be routed", || async {
+        chat(&client, &url, "phi3").await.unwrap() == (200, "B".into())
+    })
+    .await;
+
+    m[2].set_models(vec![]);
+    m[2].set_models(vec!["starcoder".into()]);
+    wait_models(&proxy, &["llama3", "phi3", "qwen", "starcoder"]).await;
+    let before = chats(&m[2]);
+    assert_eq!(chat(&client, &url, "codestral").await.unwrap().0, 404);
+    assert_eq!(
+        chats(&m[2]),
+        before,
+        "a model that disappeared still got traffic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_and_fallbacks() {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let extra = "  aliases: { gpt-4o: codestral }\n  fallbacks: { qwen: [mistral, llama3] }\n";
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, extra)).await;
+    wait_models(&proxy, &["codestral", "gpt-4o", "llama3", "qwen"]).await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+
+    // The alias is routed as its target and the backend gets the target's name.
+    let sent = r#"{"messages":[{"role":"user","content":"hi"}],"model":"gpt-4o","stream":false}"#;
+    let resp = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.headers());
+    assert_eq!(resp.headers()["x-mock-backend"], "C");
+    assert_eq!(m[2].stats().last_model().as_deref(), Some("codestral"));
+    assert_eq!(
+        m[2].stats().last_body(),
+        sent.replace("gpt-4o", "codestral").as_bytes()
+    );
+
+    // qwen's only backend goes down: the first fallback with a healthy
+    // backend serves it, and the response says which model that was.
+    m[0].set_failure(Failure::Status(503));
+    proxy.wait_log("backend A is unhealthy").await;
+    let resp = client
+        .post(&url)
+        .body(r#"{"model":"qwen"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.headers());
+    assert_eq!(resp.headers()["x-switchyard-model"], "llama3");
+    assert_eq!(resp.headers()["x-mock-backend"], "B");
+    assert_eq!(m[1].stats().last_model().as_deref(), Some("llama3"));
+
+    // Without a fallback, a model whose backends are all down is a 503.
+    let resp = client
+        .post(&url)
+        .body(r#"{"model":"codestral"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    m[2].set_failure(Failure::Status(503));
+    proxy.wait_log("backend C is unhealthy").await;
+    let resp = client
+        .post(&url)
+        .body(r#"{"model":"codestral"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_missing_and_oversized_bodies_reach_no_backend() {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    let before: Vec<u64> = m.iter().map(chats).collect();
+    for (body, code) in [
+        (
+            r#"{"model": "llama3", "messages": [}"#.to_string(),
+            "invalid_json",
+        ),
+        ("not json at all".to_string(), "invalid_json"),
+        (r#"{"messages": []}"#.to_string(), "model_required"),
+    ] {
+        let resp = client.post(&url).body(body.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        assert_eq!(error_fields(&resp.bytes().await.unwrap()).2, code, "{body}");
+    }
+    let huge = format!(
+        r#"{{"model":"llama3","messages":"{}"}}"#,
+        "x".repeat(5 << 20)
+    );
+    let resp = client.post(&url).body(huge).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(
+        error_fields(&resp.bytes().await.unwrap()).1,
+        "invalid_request_error"
+    );
+    assert_eq!(m.iter().map(chats).collect::<Vec<_>>(), before);
+    assert_eq!(
+        chat(&client, &url, "qwen").await.unwrap(),
+        (200, "A".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_on_the_model_keeps_a_model_on_one_backend() {
+    let quick = |name: &str| {
+        MockConfig::new(name)
+            .models(["llama3", "qwen", "phi3"])
+            .ttft(Duration::ZERO)
+            .tokens(1)
+    };
+    let m = [
+        mock(quick("A")).await,
+        mock(quick("B")).await,
+        mock(quick("C")).await,
+    ];
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| {
+        fleet_yaml(addr, &backends, "").replace(
+            "    health_check",
+            "    strategy: consistent_hash\n    hash_key: model\n    health_check",
+        )
+    })
+    .await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    for model in ["llama3", "qwen", "phi3"] {
+        let (_, first) = chat(&client, &url, model).await.unwrap();
+        for _ in 0..5 {
+            assert_eq!(
+                chat(&client, &url, model).await.unwrap().1,
+                first,
+                "{model} moved"
+            );
+        }
+    }
+}
