@@ -3,15 +3,20 @@
 //!
 //! Pingora has one `read_timeout` for every read of an upstream response, so
 //! `first_byte: 300s` and `idle: 60s` cannot both hold through it. Instead a
-//! [`Watchdog`] holds a duplicate of the upstream socket's descriptor and,
-//! when its deadline passes, shuts the socket down. The proxy's pending read
-//! then fails at once, and the request ends as a timeout. The duplicate
-//! keeps the socket alive, so the shutdown can never reach a different
-//! connection that reused the descriptor number; the watchdog is disarmed
-//! before the connection can return to the keep-alive pool.
+//! [`Watchdog`] watches the upstream socket's descriptor and, when its
+//! deadline passes, shuts the socket down. The proxy's pending read then
+//! fails at once, and the request ends as a timeout.
+//!
+//! The descriptor stays Pingora's: duplicating it would cost a third file
+//! descriptor per open stream. Before shutting down, the watchdog checks
+//! that the descriptor still names the same connection (its local and peer
+//! addresses), so a number reused by another connection is never touched.
+//! The watchdog is disarmed before the connection can return to the
+//! keep-alive pool.
 
+use std::mem::ManuallyDrop;
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +39,23 @@ struct Shared {
     wake: Notify,
 }
 
+/// A TCP connection's local and peer address: no two open connections share
+/// them.
+type Identity = (std::net::SocketAddr, std::net::SocketAddr);
+
+/// Runs `f` on the socket behind `fd` without taking ownership of it.
+fn with_socket<R>(fd: RawFd, f: impl FnOnce(&TcpStream) -> R) -> R {
+    // SAFETY: the `TcpStream` is never dropped, so the descriptor is not
+    // closed here; the calls made through it (getsockname, getpeername,
+    // shutdown) fail harmlessly on a descriptor that is not a socket.
+    let socket = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
+    f(&socket)
+}
+
+fn identity_of(fd: RawFd) -> std::io::Result<Identity> {
+    with_socket(fd, |s| Ok((s.local_addr()?, s.peer_addr()?)))
+}
+
 impl Shared {
     /// `after` from now, in the unit of `deadline_ms`.
     fn ms_after(&self, after: Duration) -> u64 {
@@ -51,10 +73,7 @@ impl Watchdog {
     /// Watches the socket behind `fd` (which stays owned by Pingora) and
     /// fires if `first` passes before the next [`Watchdog::reset`].
     pub fn start(fd: RawFd, first: Duration) -> std::io::Result<Watchdog> {
-        // SAFETY: `fd` is the live upstream socket Pingora just handed to
-        // `connected_to_upstream`; it is only borrowed long enough to dup it.
-        let owned: OwnedFd = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
-        let socket = TcpStream::from(owned);
+        let identity = identity_of(fd)?;
         let base = Instant::now();
         let shared = Arc::new(Shared {
             deadline_ms: AtomicU64::new(first.as_millis().min(u64::MAX as u128 - 1) as u64),
@@ -74,8 +93,10 @@ impl Watchdog {
                 }
                 let at = shared.base + Duration::from_millis(deadline);
                 if Instant::now() >= at {
-                    shared.fired.store(true, Ordering::Release);
-                    let _ = socket.shutdown(Shutdown::Both);
+                    if identity_of(fd).is_ok_and(|now| now == identity) {
+                        shared.fired.store(true, Ordering::Release);
+                        with_socket(fd, |s| s.shutdown(Shutdown::Both)).ok();
+                    }
                     return;
                 }
                 shared.sleeping_until_ms.store(deadline, Ordering::Release);
@@ -154,6 +175,26 @@ mod tests {
         let read = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf)).await;
         assert!(read.is_ok(), "fired at the new, earlier deadline");
         assert!(dog.fired());
+    }
+
+    #[tokio::test]
+    async fn a_reused_descriptor_is_left_alone() {
+        use tokio::io::AsyncWriteExt;
+        let (client, _server) = pair().await;
+        let fd = client.as_raw_fd();
+        let dog = Watchdog::start(fd, Duration::from_millis(100)).unwrap();
+        drop(client);
+        // The next socket very likely gets the same number.
+        let (mut other, mut other_server) = pair().await;
+        let reused = other.as_raw_fd() == fd;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !dog.fired(),
+            "fired on another connection (same number: {reused})"
+        );
+        other_server.write_all(b"ok").await.unwrap();
+        let mut buf = [0u8; 2];
+        other.read_exact(&mut buf).await.unwrap();
     }
 
     #[tokio::test]

@@ -93,7 +93,7 @@ async fn next_frame(mut st: State) -> Option<(Item, State)> {
             }
             Step::Token(i) if i < st.gen.tokens => {
                 if i > 0 {
-                    tokio::time::sleep(st.gap).await;
+                    super::pause(st.gap).await;
                 }
                 st.step = Step::Token(i + 1);
                 return Some((Ok(Frame::data(st.gen.chunk(i))), st));

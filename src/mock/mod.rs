@@ -52,5 +52,14 @@ pub use routes::BACKEND_HEADER;
 pub use server::MockServer;
 pub use stats::MockStats;
 
+/// Waits `d`, or not at all when it is zero: a zero sleep still waits for
+/// the timer's next tick (about a millisecond), which would put a floor
+/// under the "instant" answers benchmarks rely on.
+pub(crate) async fn pause(d: std::time::Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 #[cfg(test)]
 mod tests;

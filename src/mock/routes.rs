@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::body::{self, MockBody};
 use super::config::{Failure, MockConfig};
 use super::generation::{self, Api, Generation};
+use super::pause;
 use super::stats::{InFlight, MockStats};
 use super::{ollama, openai};
 
@@ -193,7 +194,7 @@ impl Backend {
             Failure::DropMidStream { after_tokens } => Some(after_tokens),
             _ => None,
         };
-        tokio::time::sleep(cfg.ttft).await;
+        pause(cfg.ttft).await;
 
         if stream {
             let mut resp = Response::new(body::token_stream(
@@ -213,7 +214,7 @@ impl Backend {
         }
         // A whole answer takes as long as the stream would have.
         let rest = cfg.tokens.saturating_sub(1);
-        tokio::time::sleep(
+        pause(
             cfg.token_gap
                 .saturating_mul(u32::try_from(rest).unwrap_or(u32::MAX)),
         )

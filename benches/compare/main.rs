@@ -1,0 +1,386 @@
+//! `compare`: Switchyard side by side with nginx and HAProxy, and with no
+//! proxy at all, on the same mock backend and the same workloads.
+//!
+//! Run it with `benches/run.sh [--quick]` (see `benches/README.md`), which
+//! raises the open-file limit, builds the release binaries and then runs
+//! `cargo bench --bench compare -- ARGS`.
+//!
+//! # Layout
+//! - `main`: the command line, CPU pinning, the two runtimes, the report.
+//! - `targets`: starting direct / Switchyard / nginx / HAProxy.
+//! - `phases`: the five workloads, in interleaved rounds.
+//! - `load`: the load generator (hyper client connections).
+//! - `procfs`: CPU time, memory and machine facts from `/proc`.
+//! - `samples`, `report`: percentiles, medians and the Markdown table.
+//!
+//! # Processes and threads
+//! The mock backend is `switchyard::mock::MockServer` in this process, on a
+//! tokio runtime of its own (threads named `mock`), so its connection
+//! counter can be read directly and every proxy is measured against the
+//! very same backend. The load generator has a second runtime (threads
+//! named `loadgen`), so the CPU each uses can be read per thread. The
+//! proxies are child processes.
+
+mod load;
+mod phases;
+mod procfs;
+mod report;
+mod samples;
+mod targets;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use clap::Parser;
+use switchyard::mock::{MockConfig, MockServer};
+
+use load::Window;
+use phases::{Bench, Plan};
+use report::Results;
+use targets::{Kind, Launch, Target};
+
+/// The held-stream target of workload 4.
+const DEFAULT_STREAMS: u64 = 10_000;
+
+/// File descriptors kept aside from the held-stream budget: runtimes,
+/// listeners, the other workloads' connections, logs.
+const FD_RESERVE: u64 = 600;
+
+/// Side-by-side benchmark of direct, Switchyard, nginx and HAProxy.
+#[derive(Debug, Parser)]
+#[command(name = "compare")]
+struct Args {
+    /// About two minutes: 2 rounds of 2 s windows, 2,000 held streams.
+    #[arg(long)]
+    quick: bool,
+    /// Interleaved rounds per workload [default: 3; quick: 2].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Measured window per workload and target [default: 5s; quick: 2s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    measure: Option<Duration>,
+    /// Warm-up before each window [default: 1s; quick: 500ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
+    /// Streams to hold open in workload 4 [default: 10000; quick: 2000];
+    /// capped by the open-file limit.
+    #[arg(long)]
+    streams: Option<u64>,
+    /// Rate of workload 2 in req/s [default: half of Switchyard's saturation].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Targets to measure, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,switchyard,nginx,haproxy"
+    )]
+    targets: Vec<String>,
+    /// Workloads to run, comma-separated: 1 (with 5), 2, 3, 4.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    workloads: Vec<u8>,
+    /// `auto`: proxies and harness on separate CPUs when there are at least
+    /// two; `off`: no pinning.
+    #[arg(long, default_value = "auto")]
+    pin: String,
+    /// Where to write the Markdown report.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results/latest.md"))]
+    out: PathBuf,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// Which CPUs the proxies and the harness get.
+struct CpuPlan {
+    /// `taskset -c` lists; `None` when not pinning.
+    proxy: Option<String>,
+    harness: Option<String>,
+    /// The same as CPU numbers, for reading `/proc/stat`.
+    proxy_cpus: Option<Vec<usize>>,
+    harness_cpus: Vec<usize>,
+    text: String,
+}
+
+impl CpuPlan {
+    /// With four CPUs or more, the proxy gets two (one per worker) and the
+    /// harness the rest. With two or three, the proxy gets the last one and
+    /// the harness the others: a proxy and the load driving it on the same
+    /// CPU would measure the scheduler more than the proxy. With one, or
+    /// `--pin off`, nothing is pinned.
+    fn new(pin: &str, cpus: &[usize]) -> CpuPlan {
+        let list = |c: &[usize]| {
+            c.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let n = cpus.len();
+        if pin == "off" || n < 2 {
+            return CpuPlan {
+                proxy: None,
+                harness: None,
+                proxy_cpus: None,
+                harness_cpus: cpus.to_vec(),
+                text: format!("not pinned; everything shares CPUs {}", list(cpus)),
+            };
+        }
+        let split = if n >= 4 { n - 2 } else { n - 1 };
+        let (harness, proxy) = cpus.split_at(split);
+        CpuPlan {
+            proxy: Some(list(proxy)),
+            harness: Some(list(harness)),
+            proxy_cpus: Some(proxy.to_vec()),
+            harness_cpus: harness.to_vec(),
+            text: format!(
+                "proxy (all its workers) on CPU {}; load generator and mock backend on CPU {}",
+                list(proxy),
+                list(harness)
+            ),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let q = args.quick;
+    let mut kinds: Vec<Kind> = Vec::new();
+    for name in &args.targets {
+        let kind = Kind::parse(name).ok_or_else(|| format!("unknown target {name:?}"))?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds.sort();
+    let nofile = procfs::open_files_limit().unwrap_or(1024);
+    let streams_wanted = args
+        .streams
+        .unwrap_or(if q { 2_000 } else { DEFAULT_STREAMS });
+    let plan_cpus = CpuPlan::new(&args.pin, &procfs::allowed_cpus());
+    let plan = Plan {
+        rounds: args.rounds.unwrap_or(if q { 2 } else { 3 }).max(1),
+        window: Window {
+            warmup: args
+                .warmup
+                .unwrap_or(Duration::from_millis(if q { 500 } else { 1000 })),
+            measure: args
+                .measure
+                .unwrap_or(Duration::from_secs(if q { 2 } else { 5 })),
+        },
+        streams_wanted,
+        streams: streams_wanted.min(nofile.saturating_sub(FD_RESERVE) / 2),
+        hold_probe: Duration::from_secs(if q { 2 } else { 4 }),
+        rate: args.rate,
+        harness_cpus: plan_cpus.harness_cpus.clone(),
+        proxy_cpus: plan_cpus.proxy_cpus.clone(),
+    };
+    // Before pinning, which would make this process see one CPU.
+    let machine = procfs::machine();
+    if let Some(cpus) = &plan_cpus.harness {
+        procfs::pin_self(cpus).map_err(|e| format!("cannot pin the harness: {e}"))?;
+    }
+    eprintln!("compare: {}", plan_cpus.text);
+
+    // Each runtime gets half the harness CPUs (at least one thread): the
+    // load generator must not starve the backend it is measuring through.
+    let threads = |name: &str, n: usize| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("{name} runtime: {e}"))
+    };
+    let hc = plan.harness_cpus.len();
+    let mock_rt = threads("mock", hc / 2)?;
+    let load_rt = threads("loadgen", hc.div_ceil(2))?;
+    let mock = mock_rt.block_on(async {
+        let cfg = MockConfig::new("bench").models(["llama3"]);
+        MockServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), cfg)
+    });
+    let mock = mock.map_err(|e| format!("cannot start the mock backend: {e}"))?;
+
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let bin_dir = release_dir();
+    let launch = Launch {
+        backend: mock.addr(),
+        dir: dir.path(),
+        cpus: plan_cpus.proxy.as_deref(),
+        bin_dir: &bin_dir,
+        max_conns: plan.streams + 256,
+        nofile,
+    };
+    let mut results = Results::default();
+    let mut running = Vec::new();
+    for kind in &kinds {
+        match Target::start(*kind, &launch) {
+            Ok(t) => running.push(t),
+            Err(e) => {
+                eprintln!("compare: skipping {}: {e}", kind.label());
+                results.note(format!(
+                    "{} skipped: {}",
+                    kind.label(),
+                    e.lines().next().unwrap_or("")
+                ));
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let results = load_rt.block_on(async {
+        for t in &running {
+            if let Err(e) = load::Client::new(t.addr).probe().await {
+                return Err(format!(
+                    "{} does not answer: {e}\n{}",
+                    t.kind.label(),
+                    t.log_tail()
+                ));
+            }
+        }
+        let mut bench = Bench {
+            plan: plan.clone(),
+            mock: &mock,
+            stats: mock.stats(),
+            targets: &running,
+            ticks_per_sec: procfs::clock_ticks_per_sec(),
+            results,
+        };
+        let w = &args.workloads;
+        for (n, name) in [
+            (1, "saturation"),
+            (2, "fixed rate"),
+            (3, "streaming"),
+            (4, "held streams"),
+        ] {
+            if !w.contains(&n) {
+                continue;
+            }
+            eprintln!(
+                "compare: workload {n}, {name} ({:.0}s so far)",
+                started.elapsed().as_secs_f64()
+            );
+            match n {
+                1 => bench.saturation().await,
+                2 => bench.fixed_rate().await,
+                3 => bench.streaming().await,
+                _ => bench.hold().await,
+            }
+        }
+        Ok(bench.results)
+    })?;
+    let shown: Vec<Kind> = running.iter().map(|t| t.kind).collect();
+    drop(running);
+    drop(mock);
+
+    let text = render(
+        &args,
+        &plan,
+        &plan_cpus,
+        &machine,
+        &results,
+        &shown,
+        started.elapsed(),
+    );
+    println!("{text}");
+    if let Some(parent) = args.out.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&args.out, &text).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    eprintln!("compare: written to {}", args.out.display());
+    Ok(())
+}
+
+/// Where the `switchyard` binary is. Cargo builds the package's binaries
+/// for a benchmark and names them at compile time, so the proxy measured is
+/// always the one built from the current source with the same profile;
+/// without that (built some other way), `target/release` beside this
+/// executable, which runs from `target/release/deps/`.
+fn release_dir() -> PathBuf {
+    if let Some(exe) = option_env!("CARGO_BIN_EXE_switchyard") {
+        if let Some(dir) = Path::new(exe).parent() {
+            return dir.to_path_buf();
+        }
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/release")))
+}
+
+/// First line of a command's output (either stream), for version strings.
+fn first_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let all = [o.stdout, o.stderr].concat();
+            String::from_utf8_lossy(&all)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "not found".to_string())
+}
+
+fn render(
+    args: &Args,
+    plan: &Plan,
+    cpus: &CpuPlan,
+    machine: &str,
+    results: &Results,
+    kinds: &[Kind],
+    took: Duration,
+) -> String {
+    let command = std::env::var("SWITCHYARD_BENCH_CMD").unwrap_or_else(|_| {
+        let rest: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| a != "--bench")
+            .collect();
+        format!("cargo bench --bench compare -- {}", rest.join(" "))
+    });
+    let rev = first_line(
+        "git",
+        &[
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ],
+    );
+    let w = plan.window;
+    format!(
+        "# Switchyard vs nginx vs HAProxy\n\n\
+         - Command: `{command}`{quick}\n\
+         - Machine: {machine}\n\
+         - CPUs: {pin}\n\
+         - Versions: Switchyard {rev}, {nginx}, {haproxy}\n\
+         - Rounds: {rounds} interleaved, figures are medians; windows {warm:?} warm-up + {measure:?} measured\n\
+         - Workers: Switchyard `threads: 2`, nginx `worker_processes 2`, HAProxy `nbthread 2`\n\
+         - Took {took:.0}s\n\n{table}",
+        quick = if args.quick { " (quick mode)" } else { "" },
+        pin = cpus.text,
+        nginx = first_line("nginx", &["-v"]),
+        haproxy = first_line("haproxy", &["-v"]),
+        rounds = plan.rounds,
+        warm = w.warmup,
+        measure = w.measure,
+        took = took.as_secs_f64(),
+        table = results.markdown(kinds),
+    )
+}

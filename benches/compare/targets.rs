@@ -1,0 +1,389 @@
+//! The things measured: the mock reached directly, and Switchyard, nginx and
+//! HAProxy in front of it, each started as an unprivileged-style child
+//! process with its configuration in a temporary directory.
+//!
+//! The three proxies are configured alike on purpose: two workers (threads
+//! or processes), HTTP/1.1 keep-alive to the client and to the backend, no
+//! response buffering, no access log, no active health check, timeouts long
+//! enough for held streams. Where a proxy's defaults would make it reconnect
+//! or refuse in a way the others do not (nginx's 1,000-request keep-alive
+//! limit, HAProxy's default connection cap), the configuration says so next
+//! to the setting.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::procfs;
+
+/// How long a proxy may take to start listening before it counts as failed.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Direct,
+    Switchyard,
+    Nginx,
+    Haproxy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Direct, Kind::Switchyard, Kind::Nginx, Kind::Haproxy];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Switchyard => "Switchyard",
+            Kind::Nginx => "nginx",
+            Kind::Haproxy => "HAProxy",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.label().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+/// What every proxy is started with.
+pub struct Launch<'a> {
+    /// The mock backend, always on 127.0.0.1.
+    pub backend: SocketAddr,
+    /// Scratch directory for configurations, pid files and logs.
+    pub dir: &'a Path,
+    /// `taskset -c` list for the proxy, if pinning.
+    pub cpus: Option<&'a str>,
+    /// Where `switchyard` was built (`target/release`).
+    pub bin_dir: &'a Path,
+    /// Connections each proxy must accept at once (held streams + slack).
+    pub max_conns: u64,
+    /// Open-file limit the proxies inherit.
+    pub nofile: u64,
+}
+
+/// One measured target, running. Dropping it kills the proxy.
+pub struct Target {
+    pub kind: Kind,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// The proxy's process; `None` for direct.
+    child: Option<Child>,
+    /// The proxy's stderr/error log, shown when it fails.
+    log: Option<PathBuf>,
+}
+
+impl Target {
+    pub fn direct(backend: SocketAddr) -> Target {
+        Target {
+            kind: Kind::Direct,
+            addr: backend,
+            child: None,
+            log: None,
+        }
+    }
+
+    /// Starts a proxy of `kind`; `Err` says why it is skipped.
+    pub fn start(kind: Kind, launch: &Launch) -> Result<Target, String> {
+        let addr = free_port()?;
+        let dir = launch.dir.join(kind.label().to_ascii_lowercase());
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (program, args, log) = match kind {
+            Kind::Direct => return Ok(Target::direct(launch.backend)),
+            Kind::Switchyard => switchyard(addr, &dir, launch)?,
+            Kind::Nginx => nginx(addr, &dir, launch)?,
+            Kind::Haproxy => haproxy(addr, &dir, launch)?,
+        };
+        let mut cmd = match launch.cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let stderr = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        cmd.args(&args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let mut target = Target {
+            kind,
+            addr,
+            child: Some(child),
+            log: Some(log),
+        };
+        target.wait_listening()?;
+        Ok(target)
+    }
+
+    /// The proxy's pid (nginx: the master's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// CPU ticks of the proxy and its workers; 0 for direct.
+    pub fn cpu_ticks(&self) -> u64 {
+        self.pid().map_or(0, procfs::tree_ticks)
+    }
+
+    /// Open descriptors of the proxy and its workers; 0 for direct.
+    pub fn fds(&self) -> usize {
+        self.pid().map_or(0, procfs::tree_fds)
+    }
+
+    /// Resident memory of the proxy and its workers, KiB; 0 for direct.
+    pub fn rss_kib(&self) -> u64 {
+        self.pid().map_or(0, procfs::tree_rss_kib)
+    }
+
+    /// The last lines of the proxy's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let Some(log) = &self.log else {
+            return String::new();
+        };
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let until = Instant::now() + START_TIMEOUT;
+        while Instant::now() < until {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("exited at start ({status}):\n{}", self.log_tail()));
+                }
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "not listening on {} after {START_TIMEOUT:?}:\n{}",
+            self.addr,
+            self.log_tail()
+        ))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Workers first found, then the master killed, then the workers:
+            // killing a worker first would only make nginx's master respawn it.
+            let workers = procfs::children(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            for pid in workers {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// A free port on 127.0.0.1. Another process could take it before the proxy
+/// binds it; on a benchmark machine that race is not worth more code.
+fn free_port() -> Result<SocketAddr, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// `program`, if it is on the PATH or given as a path that exists.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+type Spawn = (PathBuf, Vec<String>, PathBuf);
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Runs a configuration check (`-t`/`-c`) and turns a failure into the skip
+/// message, so a bad configuration is reported as such and not as a proxy
+/// that never started listening.
+fn check(program: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut msg = format!("configuration check failed ({}):", out.status);
+    for stream in [&out.stdout, &out.stderr] {
+        let _ = write!(msg, "\n{}", String::from_utf8_lossy(stream).trim());
+    }
+    Err(msg)
+}
+
+fn switchyard(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String> {
+    let program = launch.bin_dir.join("switchyard");
+    if !program.is_file() {
+        return Err(format!(
+            "{} not found: run through `benches/run.sh` or `cargo bench --bench compare`",
+            program.display()
+        ));
+    }
+    let conf = dir.join("switchyard.yaml");
+    // Health checks off: nginx and HAProxy get none either, and a TCP check
+    // would show up as backend connections in the reuse figure.
+    let text = format!(
+        r#"server:
+  listen: ["{addr}"]
+  threads: 2
+  pid_file: "{dir}/switchyard.pid"
+  upgrade_sock: "{dir}/upgrade.sock"
+pools:
+  chat:
+    strategy: round_robin
+    retries: 2
+    timeouts: {{ connect: 2s, first_byte: 300s, idle: 60s }}
+    health_check: {{ type: none }}
+    backends:
+      - {{ name: mock, url: "http://{backend}" }}
+routes:
+  - {{ pool: chat }}
+"#,
+        dir = dir.display(),
+        backend = launch.backend,
+    );
+    write(&conf, &text)?;
+    let conf_s = conf.display().to_string();
+    check(&program, &["-t", "-c", &conf_s])?;
+    Ok((program, vec!["-c".into(), conf_s], dir.join("stderr.log")))
+}
+
+fn nginx(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String> {
+    let program =
+        find_program("nginx").ok_or("nginx is not installed (apt-get install -y nginx-light)")?;
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    // Either worker may end up with every held stream, and each stream is
+    // two connections (client and upstream), so each worker gets room for
+    // all of them.
+    let worker_conns = launch.max_conns * 2 + 64;
+    let text = format!(
+        r#"worker_processes 2;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {worker_conns}; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy_temp;
+    # The default of 1,000 requests per client connection would make the
+    # load generator reconnect, which the other proxies do not ask of it.
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    upstream mock {{
+        server {backend};
+        keepalive 128;
+        # Likewise upstream: recycle no connection during the run.
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen {addr};
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
+"#,
+        nofile = launch.nofile,
+        backend = launch.backend,
+    );
+    write(&conf, &text)?;
+    let prefix = format!("{d}/");
+    let conf_s = conf.display().to_string();
+    let err_log = format!("{d}/error.log");
+    check(
+        &program,
+        &["-t", "-q", "-p", &prefix, "-c", &conf_s, "-e", &err_log],
+    )?;
+    let args = vec![
+        "-p".into(),
+        prefix,
+        "-c".into(),
+        conf_s,
+        "-e".into(),
+        err_log,
+    ];
+    Ok((program, args, dir.join("error.log")))
+}
+
+fn haproxy(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String> {
+    let program =
+        find_program("haproxy").ok_or("haproxy is not installed (apt-get install -y haproxy)")?;
+    let conf = dir.join("haproxy.cfg");
+    // HAProxy's connection cap would otherwise come from the open-file
+    // limit and its frontend default of a few thousand; held streams need
+    // more. It refuses to start if the cap needs more descriptors than the
+    // hard limit allows (two per connection, plus a few), hence the bound.
+    //
+    // `option http-no-delay`: without it HAProxy sends a response it knows
+    // continues with MSG_MORE, so the kernel holds an SSE stream's first
+    // token back for about 200 ms (measured: 260 ms time to first token
+    // against 52 ms direct). Anyone proxying token streams sets it.
+    let maxconn = (launch.max_conns + 64).min(launch.nofile.saturating_sub(100) / 2);
+    let text = format!(
+        r#"global
+    nbthread 2
+    maxconn {maxconn}
+
+defaults
+    mode http
+    maxconn {maxconn}
+    timeout connect 2s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    http-reuse always
+    option http-no-delay
+
+frontend fe
+    bind {addr}
+    default_backend be
+
+backend be
+    server mock {backend}
+"#,
+        backend = launch.backend,
+    );
+    write(&conf, &text)?;
+    let conf_s = conf.display().to_string();
+    check(&program, &["-c", "-q", "-f", &conf_s])?;
+    Ok((
+        program,
+        vec!["-f".into(), conf_s, "-db".into()],
+        dir.join("stderr.log"),
+    ))
+}

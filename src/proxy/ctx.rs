@@ -1,0 +1,66 @@
+//! What one request carries from hook to hook.
+
+use crate::drain::InFlightGuard;
+use crate::error_response::ApiError;
+use crate::models::scan;
+use crate::pool::{Pool, Upstream};
+use crate::state::Snapshot;
+use crate::watchdog::Watchdog;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Per-request state.
+pub struct RequestCtx {
+    /// Released when the request ends in any way.
+    pub(super) _in_flight: InFlightGuard,
+    /// The routing state this request runs on, taken at its start.
+    pub(super) snapshot: Option<Arc<Snapshot>>,
+    /// Index of the routed pool in `snapshot.pools`.
+    pub(super) pool: Option<usize>,
+    /// The model the client asked for, after alias resolution.
+    pub(super) model: Option<String>,
+    /// The model actually sent to the backend: `model`, or a fallback.
+    pub(super) served_model: Option<String>,
+    /// The request body, when it was read to find the model.
+    pub(super) body: Option<Bytes>,
+    /// Where the model's string literal sits in `body`.
+    pub(super) model_span: Option<std::ops::Range<usize>>,
+    /// The body to send instead of the client's, when the model was renamed.
+    pub(super) upstream_body: Option<Bytes>,
+    /// Backends attempted so far, so a retry picks another one.
+    pub(super) tried: Vec<SocketAddr>,
+    /// The backend of the current attempt.
+    pub(super) upstream: Option<Arc<Upstream>>,
+    /// Enforces `first_byte` and `idle` on the current attempt.
+    pub(super) watchdog: Option<Watchdog>,
+    /// Why no backend was chosen, answered by `fail_to_proxy`.
+    pub(super) refusal: Option<ApiError>,
+}
+
+impl RequestCtx {
+    pub(super) fn pool(&self) -> Option<&Arc<Pool>> {
+        self.snapshot.as_ref()?.pools.get(self.pool?)
+    }
+
+    pub(super) fn pool_name(&self) -> &str {
+        self.pool().map_or("?", |p| p.spec.name.as_str())
+    }
+}
+
+impl RequestCtx {
+    /// Records the model sent upstream, renaming it in the body if the
+    /// client asked for another name (an alias or a model that fell back).
+    pub(super) fn set_served(&mut self, model: String) {
+        if self.served_model.as_deref() == Some(model.as_str()) {
+            return;
+        }
+        if let (Some(body), Some(span)) = (&self.body, &self.model_span) {
+            let named = &body[span.clone()];
+            let same = serde_json::from_slice::<String>(named).is_ok_and(|n| n == model);
+            self.upstream_body =
+                (!same).then(|| Bytes::from(scan::replace_model(body, span, &model)));
+        }
+        self.served_model = Some(model);
+    }
+}

@@ -1,0 +1,65 @@
+//! What the client gets when something fails.
+
+use crate::error_response::ApiError;
+use pingora_error::{Error, ErrorSource, ErrorType};
+
+/// The answer for an error; `None` when the client is gone.
+pub(super) fn error_for(e: &Error, timed_out: bool, pool: &str) -> Option<ApiError> {
+    if let ErrorType::HTTPStatus(status) = e.etype() {
+        let message = e
+            .context
+            .as_ref()
+            .map_or_else(|| e.to_string(), |c| c.as_str().to_string());
+        let mut api = ApiError::from_status(*status, message);
+        if *status == 503 {
+            api.code = "no_healthy_backend";
+            api.retry_after = Some(1);
+        }
+        return Some(api);
+    }
+    if timed_out
+        || matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::ConnectTimedout
+        )
+    {
+        let mut api = ApiError::from_status(504, format!("backend in pool '{pool}' timed out"));
+        api.code = "backend_timeout";
+        return Some(api);
+    }
+    match e.esource() {
+        ErrorSource::Upstream => {
+            let mut api = ApiError::from_status(
+                502,
+                format!("backend in pool '{pool}' failed: {}", e.etype().as_str()),
+            );
+            api.code = "backend_error";
+            Some(api)
+        }
+        ErrorSource::Downstream => match e.etype() {
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+            _ => Some(ApiError::from_status(400, "malformed request")),
+        },
+        ErrorSource::Internal | ErrorSource::Unset => {
+            Some(ApiError::from_status(500, "internal error"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_statuses() {
+        let e = Error::explain(ErrorType::HTTPStatus(503), "no healthy backend in pool 'a'");
+        let api = error_for(&e, false, "a").unwrap();
+        assert_eq!((api.status, api.code), (503, "no_healthy_backend"));
+        assert_eq!(api.message, "no healthy backend in pool 'a'");
+        let e = Error::new_up(ErrorType::ConnectRefused);
+        assert_eq!(error_for(&e, false, "a").unwrap().status, 502);
+        assert_eq!(error_for(&e, true, "a").unwrap().status, 504);
+        let e = Error::new_down(ErrorType::ConnectionClosed);
+        assert!(error_for(&e, false, "a").is_none());
+    }
+}

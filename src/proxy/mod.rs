@@ -1,0 +1,337 @@
+//! The Pingora `ProxyHttp` implementation: route, pick, connect, stream.
+//!
+//! Each request pins the routing snapshot current at its start
+//! ([`RequestCtx`]), so a reload never changes the pool or backends under
+//! it. A failed connect is retried on another backend of the pool, up to the
+//! pool's `retries`; errors the proxy answers itself are OpenAI-style JSON.
+//!
+//! # Layout
+//! - [`ctx`]: what one request carries from hook to hook.
+//! - [`choose`]: the request's model, the backend for each attempt, and the
+//!   model lists Switchyard answers itself.
+//! - [`failure`]: what the client gets when something fails.
+//! - [`headers`]: hop-by-hop headers.
+
+mod choose;
+mod ctx;
+mod failure;
+mod headers;
+
+pub use choose::MODEL_HEADER;
+pub use ctx::RequestCtx;
+
+use crate::drain::InFlight;
+use crate::error_response::ApiError;
+use crate::models::lists::ListKind;
+use crate::request_body::names_a_model;
+use crate::state::SharedState;
+use crate::watchdog::Watchdog;
+use async_trait::async_trait;
+use bytes::Bytes;
+use choose::{answer_list, choose, read_model};
+use failure::error_for;
+use headers::hop_by_hop;
+use log::{debug, warn};
+use pingora_core::protocols::Digest;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an idle upstream connection is kept for reuse. Below the 5 s
+/// keep-alive of uvicorn (vLLM) and the like, so that Switchyard drops a
+/// pooled connection before the backend does and a request is rarely sent
+/// on a connection that is being closed.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(4);
+
+/// The proxy service.
+pub struct Switchyard {
+    state: Arc<SharedState>,
+    /// Every request holds a count here, so shutdown can end with the last.
+    in_flight: Arc<InFlight>,
+}
+
+impl Switchyard {
+    pub fn new(state: Arc<SharedState>, in_flight: Arc<InFlight>) -> Self {
+        Switchyard { state, in_flight }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Switchyard {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            _in_flight: self.in_flight.enter(),
+            snapshot: None,
+            pool: None,
+            model: None,
+            served_model: None,
+            body: None,
+            model_span: None,
+            upstream_body: None,
+            tried: Vec::new(),
+            upstream: None,
+            watchdog: None,
+            refusal: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.state.load_full();
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if let Some(kind) = ListKind::of(&method, &path) {
+            answer_list(session, &snapshot, kind).await?;
+            return Ok(true);
+        }
+        if names_a_model(&method, &path) {
+            if let Err(api) = read_model(session, ctx, &snapshot).await? {
+                api.send(session).await?;
+                return Ok(true);
+            }
+        }
+        let Some(index) = snapshot
+            .router
+            .route(session.req_header(), ctx.model.as_deref())
+        else {
+            let path = session.req_header().uri.path().to_string();
+            ApiError::new(
+                404,
+                "invalid_request_error",
+                "no_route",
+                format!("no route matches {path}"),
+            )
+            .send(session)
+            .await?;
+            return Ok(true);
+        };
+        ctx.pool = Some(index);
+        ctx.snapshot = Some(snapshot);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let pool = ctx
+            .pool()
+            .cloned()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool routed"))?;
+        let upstream = match choose(session, ctx, &pool) {
+            Ok(upstream) => upstream,
+            Err(api) => {
+                // Pingora hands this to `fail_to_proxy`, which answers it.
+                ctx.refusal = Some(api.clone());
+                return Error::e_explain(ErrorType::HTTPStatus(api.status), api.message);
+            }
+        };
+        ctx.tried.push(upstream.spec.addr);
+        let mut peer = HttpPeer::new(upstream.spec.addr, false, String::new());
+        let t = &pool.spec.timeouts;
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        // The watchdog enforces first_byte and idle precisely; this is only a
+        // backstop should it be unavailable.
+        peer.options.read_timeout = Some(t.first_byte.max(t.idle));
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        debug!(
+            "pool {}: attempt {} on {}",
+            pool.spec.name,
+            ctx.tried.len(),
+            upstream.spec.name
+        );
+        ctx.upstream = Some(upstream);
+        Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(first_byte) = ctx.pool().map(|p| p.spec.timeouts.first_byte) else {
+            return Ok(());
+        };
+        if let Some(old) = ctx.watchdog.take() {
+            old.disarm();
+        }
+        match Watchdog::start(fd, first_byte) {
+            Ok(dog) => ctx.watchdog = Some(dog),
+            Err(e) => warn!("cannot watch upstream socket: {e}"),
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let upgrade = session
+            .req_header()
+            .headers
+            .contains_key(http::header::UPGRADE);
+        for name in hop_by_hop(&upstream_request.headers, upgrade) {
+            upstream_request.remove_header(&name);
+        }
+        if let Some(body) = &ctx.upstream_body {
+            if upstream_request
+                .headers
+                .contains_key(http::header::CONTENT_LENGTH)
+            {
+                upstream_request
+                    .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The whole body arrives here at once (it was read to find the
+        // model); send the one naming the model the backend serves.
+        if let (Some(renamed), Some(_)) = (&ctx.upstream_body, body.as_ref()) {
+            *body = Some(renamed.clone());
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(dog), Some(pool)) = (&ctx.watchdog, ctx.pool()) {
+            dog.reset(pool.spec.timeouts.idle);
+        }
+        let upgrade = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        for name in hop_by_hop(&upstream_response.headers, upgrade) {
+            upstream_response.remove_header(&name);
+        }
+        if let Some(model) = &ctx.served_model {
+            upstream_response.insert_header(MODEL_HEADER, model.as_str())?;
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(dog) = &ctx.watchdog {
+            if end_of_stream {
+                // Before Pingora can return the connection to the pool.
+                dog.disarm();
+            } else if let Some(pool) = ctx.pool() {
+                dog.reset(pool.spec.timeouts.idle);
+            }
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(pool) = ctx.pool() else { return e };
+        let attempts = ctx.tried.len();
+        let retry = attempts <= pool.spec.retries
+            && pool.has_untried(&ctx.tried, ctx.served_model.as_deref());
+        warn!(
+            "pool {}: connect to {} failed ({}){}",
+            pool.spec.name,
+            peer,
+            e.etype().as_str(),
+            if retry {
+                ", trying another backend"
+            } else {
+                ""
+            }
+        );
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        // A request sent on a pooled connection that the backend closed
+        // while idle never reached it: safe to resend, POST included, as
+        // long as the body can be replayed whole.
+        if session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let timed_out = ctx.watchdog.as_ref().is_some_and(|d| d.fired());
+        if let Some(dog) = ctx.watchdog.take() {
+            dog.disarm();
+        }
+        let api = ctx
+            .refusal
+            .take()
+            .or_else(|| error_for(e, timed_out, ctx.pool_name()));
+        let code = match api {
+            Some(api) if session.response_written().is_none() => {
+                if let Err(write) = api.send(session).await {
+                    debug!("could not send error response: {write}");
+                }
+                api.status
+            }
+            Some(api) => api.status,
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(dog) = ctx.watchdog.take() {
+            dog.disarm();
+        }
+        if let Some(e) = e {
+            let status = session.response_written().map_or(0, |r| r.status.as_u16());
+            debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
+        }
+    }
+}
