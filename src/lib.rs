@@ -8,6 +8,9 @@
 //! - [`route`]: which pool serves a request.
 //! - [`pool`]: which backend of a pool serves it (Pingora's selectors).
 //! - [`health`]: active health checks and the state they drive.
+//! - [`least_conn`]: the `least_connections` selector and in-flight counts.
+//! - [`circuit`]: passive health, a circuit breaker per backend.
+//! - [`admission`]: per-backend caps and the pool's FIFO queue.
 //! - [`models`]: which backend serves which model; the request's model.
 //! - [`request_body`]: reading a body whole to route on its model.
 //! - [`replay`]: forwarding a body read before the backend was chosen.
@@ -22,12 +25,15 @@
 //! - [`mock`]: a mock OpenAI/Ollama backend for the demo, tests and benchmarks.
 //! - [`cli`]: the command line.
 
+pub mod admission;
+pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod drain;
 pub mod error_response;
 pub mod health;
+pub mod least_conn;
 pub mod mock;
 pub mod models;
 pub mod pool;

@@ -2,13 +2,18 @@
 //! request is hashed on.
 //!
 //! Selection is Pingora's: a [`LoadBalancer`] per pool with the weighted
-//! round-robin, weighted random or Ketama selector. Its own health tracking
-//! is not used; the `accept` callback of `select_with` consults our
-//! [`BackendHealth`] instead, together with the backends a request has
+//! round-robin, weighted random or Ketama selector, our least-connections
+//! selector, or one weighted round-robin per priority tier. Pingora's own
+//! health tracking is not used; the `accept` callback of `select_with`
+//! consults our state instead: active health, the circuit breaker, the
+//! model list, the backend's concurrency cap, and the backends a request has
 //! already tried, so a retry never lands on the same backend twice.
 
-use crate::config::{BackendSpec, HashKey, PoolSpec, Strategy};
+use crate::admission::PoolQueue;
+use crate::circuit::Circuit;
+use crate::config::{BackendSpec, HashKey, PoolSpec, QueueSpec, Strategy};
 use crate::health::{self, BackendHealth};
+use crate::least_conn::{InFlight, InFlightTable, LeastConnections};
 use crate::models::BackendModels;
 use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
@@ -38,9 +43,28 @@ pub struct Upstream {
     /// Shared with the previous snapshot, and with other pools that list
     /// the same address.
     pub models: Arc<BackendModels>,
+    /// Requests in flight, kept in the pool's table across reloads.
+    pub in_flight: Arc<InFlight>,
+    /// Passive health, shared with the previous snapshot.
+    pub circuit: Arc<Circuit>,
 }
 
 impl Upstream {
+    /// Up by active checks and not shut out by its circuit.
+    pub fn usable(&self, model: Option<&str>) -> bool {
+        self.spec.weight > 0
+            && self.health.is_healthy()
+            && self.circuit.would_admit()
+            && self.may_serve(model)
+    }
+
+    /// Below its `max_in_flight`.
+    pub fn has_room(&self) -> bool {
+        self.spec
+            .max_in_flight
+            .is_none_or(|max| self.in_flight.current() < max)
+    }
+
     /// Whether this backend may serve `model` (any model when none is asked
     /// for, or while its list is not known yet).
     pub fn may_serve(&self, model: Option<&str>) -> bool {
@@ -53,6 +77,37 @@ enum Selector {
     RoundRobin(LoadBalancer<RoundRobin>),
     Random(LoadBalancer<Random>),
     Consistent(LoadBalancer<Consistent>),
+    LeastConnections(LoadBalancer<LeastConnections>),
+    /// One weighted rotation per tier, highest priority first.
+    Priority(Vec<LoadBalancer<RoundRobin>>),
+}
+
+/// What a pool keeps across reloads, by pool name.
+pub struct PoolShared {
+    /// Requests in flight per backend address.
+    pub in_flight: Arc<InFlightTable>,
+    /// Requests waiting for a backend below its cap.
+    pub queue: Arc<PoolQueue>,
+}
+
+impl PoolShared {
+    pub fn new(queue: QueueSpec) -> Arc<Self> {
+        let queue = Arc::new(PoolQueue::new(queue));
+        let wake = queue.clone();
+        let in_flight = Arc::new(InFlightTable::with_on_release(Arc::new(move |_| {
+            wake.notify_released()
+        })));
+        Arc::new(PoolShared { in_flight, queue })
+    }
+}
+
+/// The outcome of one selection.
+pub enum Pick {
+    Chosen(Arc<Upstream>),
+    /// Usable backends exist but all are at their cap: wait for a slot.
+    Busy,
+    /// No usable backend.
+    None,
 }
 
 /// Builds a Pingora load balancer over a static backend set.
@@ -61,7 +116,16 @@ where
     S: BackendSelection + 'static,
     S::Iter: BackendIter,
 {
-    let lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
+    balancer_with(backends, None)
+}
+
+/// [`balancer`] with a selector configuration.
+fn balancer_with<S>(backends: BTreeSet<Backend>, config: Option<S::Config>) -> LoadBalancer<S>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    let lb = LoadBalancer::from_backends_with_config(Backends::new(Static::new(backends)), config);
     // Static discovery answers at once; this only builds the selector.
     if let Some(Err(e)) = lb.update().now_or_never() {
         log::error!("building selector: {e}");
@@ -77,6 +141,9 @@ pub struct Pool {
     pub spec: PoolSpec,
     upstreams: Vec<Arc<Upstream>>,
     selector: Selector,
+    /// In-flight counts and the queue, shared with the pools this one
+    /// replaced and will be replaced by.
+    pub shared: Arc<PoolShared>,
     /// Set while a health-check round runs, so slow rounds never overlap.
     checking: AtomicBool,
 }
@@ -87,8 +154,10 @@ impl Pool {
     pub fn new(
         id: u64,
         spec: PoolSpec,
+        shared: Arc<PoolShared>,
         health_of: impl Fn(&BackendSpec) -> Arc<BackendHealth>,
         models_of: impl Fn(&BackendSpec) -> Arc<BackendModels>,
+        circuit_of: impl Fn(&BackendSpec) -> Arc<Circuit>,
     ) -> Self {
         let upstreams: Vec<Arc<Upstream>> = spec
             .backends
@@ -99,30 +168,49 @@ impl Pool {
                     health: health_of(b),
                     probe: health::probe(&spec.health, b),
                     models: models_of(b),
+                    in_flight: shared.in_flight.counter(b.addr),
+                    circuit: circuit_of(b),
                 })
             })
             .collect();
         // Weight 0 drains a backend: it is left out of the selector entirely.
-        let backends: BTreeSet<Backend> = spec
-            .backends
-            .iter()
-            .filter(|b| b.weight > 0)
-            .map(|b| Backend {
-                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(b.addr),
-                weight: b.weight,
-                ext: Default::default(),
-            })
-            .collect();
+        let of = |keep: &dyn Fn(&BackendSpec) -> bool| -> BTreeSet<Backend> {
+            spec.backends
+                .iter()
+                .filter(|b| b.weight > 0 && keep(b))
+                .map(|b| Backend {
+                    addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(b.addr),
+                    weight: b.weight,
+                    ext: Default::default(),
+                })
+                .collect()
+        };
+        let backends = of(&|_| true);
         let selector = match spec.strategy {
             Strategy::RoundRobin => Selector::RoundRobin(balancer(backends)),
             Strategy::Random => Selector::Random(balancer(backends)),
             Strategy::ConsistentHash(_) => Selector::Consistent(balancer(backends)),
+            Strategy::LeastConnections => {
+                Selector::LeastConnections(balancer_with(backends, Some(shared.in_flight.clone())))
+            }
+            Strategy::Priority => {
+                let mut tiers: Vec<u32> = spec.backends.iter().map(|b| b.priority).collect();
+                tiers.sort_unstable_by(|a, b| b.cmp(a));
+                tiers.dedup();
+                Selector::Priority(
+                    tiers
+                        .into_iter()
+                        .map(|t| balancer(of(&|b| b.priority == t)))
+                        .collect(),
+                )
+            }
         };
         Pool {
             id,
             spec,
             upstreams,
             selector,
+            shared,
             checking: AtomicBool::new(false),
         }
     }
@@ -135,42 +223,58 @@ impl Pool {
         self.upstreams.iter().find(|u| u.spec.addr == addr)
     }
 
-    /// Picks a healthy backend not in `tried` that may serve `model`.
-    /// `key` is used by `consistent_hash` only.
+    /// Picks a usable backend not in `tried` (nor in `skip`) that may
+    /// serve `model` and is below its cap. `key` is used by
+    /// `consistent_hash` only.
     pub fn select(
         &self,
         key: &[u8],
         tried: &[SocketAddr],
+        skip: &[SocketAddr],
         model: Option<&str>,
-    ) -> Option<Arc<Upstream>> {
+    ) -> Pick {
+        let candidate = |addr: SocketAddr| {
+            (!tried.contains(&addr) && !skip.contains(&addr))
+                .then(|| self.upstream(addr))
+                .flatten()
+                .filter(|u| u.usable(model))
+        };
         let accept = |b: &Backend, _: bool| {
-            let Some(addr) = b.addr.as_inet().copied() else {
-                return false;
-            };
-            !tried.contains(&addr)
-                && self
-                    .upstream(addr)
-                    .is_some_and(|u| u.health.is_healthy() && u.may_serve(model))
+            b.addr
+                .as_inet()
+                .and_then(|a| candidate(*a))
+                .is_some_and(|u| u.has_room())
         };
         let chosen = match &self.selector {
             Selector::RoundRobin(lb) => lb.select_with(key, MAX_ITERATIONS, accept),
             Selector::Random(lb) => lb.select_with(key, MAX_ITERATIONS, accept),
             Selector::Consistent(lb) => lb.select_with(key, MAX_ITERATIONS, accept),
-        }?;
-        self.upstream(*chosen.addr.as_inet()?).cloned()
+            Selector::LeastConnections(lb) => lb.select_with(key, MAX_ITERATIONS, accept),
+            Selector::Priority(tiers) => tiers
+                .iter()
+                .find_map(|lb| lb.select_with(key, MAX_ITERATIONS, accept)),
+        };
+        match chosen.and_then(|b| b.addr.as_inet().and_then(|a| self.upstream(*a)).cloned()) {
+            Some(up) => Pick::Chosen(up),
+            None if self
+                .upstreams
+                .iter()
+                .any(|u| candidate(u.spec.addr).is_some()) =>
+            {
+                Pick::Busy
+            }
+            None => Pick::None,
+        }
     }
 
     /// Whether a backend other than those in `tried` could still be selected.
     pub fn has_untried(&self, tried: &[SocketAddr], model: Option<&str>) -> bool {
-        self.upstreams.iter().any(|u| {
-            u.spec.weight > 0
-                && !tried.contains(&u.spec.addr)
-                && u.health.is_healthy()
-                && u.may_serve(model)
-        })
+        self.upstreams
+            .iter()
+            .any(|u| !tried.contains(&u.spec.addr) && u.usable(model))
     }
 
-    /// Whether any backend, healthy or not, may serve `model`.
+    /// Whether any backend, usable or not, may serve `model`.
     pub fn knows(&self, model: &str) -> bool {
         self.upstreams
             .iter()
@@ -230,19 +334,29 @@ fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, HealthSpec};
 
     fn pool(yaml_backends: &str, strategy: &str) -> Pool {
         let yaml = format!(
             "pools:\n  p:\n    strategy: {strategy}\n    health_check: {{ type: none }}\n    backends:\n{yaml_backends}"
         );
         let config = Config::from_yaml(&yaml).unwrap();
+        let spec = config.pools[0].clone();
         Pool::new(
             1,
-            config.pools[0].clone(),
+            spec.clone(),
+            PoolShared::new(spec.queue.clone()),
             |_| Arc::new(BackendHealth::new(true)),
             |_| Arc::new(BackendModels::default()),
+            |_| Arc::new(Circuit::new(spec.circuit.clone())),
         )
+    }
+
+    fn chosen(pick: Pick) -> Option<Arc<Upstream>> {
+        match pick {
+            Pick::Chosen(up) => Some(up),
+            _ => None,
+        }
     }
 
     const THREE: &str = "      - { url: \"http://127.0.0.1:1001\", weight: 5 }\n      - { url: \"http://127.0.0.1:1002\", weight: 3 }\n      - { url: \"http://127.0.0.1:1003\", weight: 2 }\n";
@@ -253,7 +367,13 @@ mod tests {
         let mut counts = std::collections::HashMap::new();
         for _ in 0..1000 {
             *counts
-                .entry(p.select(b"", &[], None).unwrap().spec.addr.port())
+                .entry(
+                    chosen(p.select(b"", &[], &[], None))
+                        .unwrap()
+                        .spec
+                        .addr
+                        .port(),
+                )
                 .or_insert(0) += 1;
         }
         assert_eq!(counts[&1001], 500);
@@ -274,19 +394,35 @@ mod tests {
             },
         );
         for _ in 0..100 {
-            assert_eq!(p.select(b"", &[a], None).unwrap().spec.addr.port(), 1003);
+            assert_eq!(
+                chosen(p.select(b"", &[a], &[], None))
+                    .unwrap()
+                    .spec
+                    .addr
+                    .port(),
+                1003
+            );
         }
         let c: SocketAddr = "127.0.0.1:1003".parse().unwrap();
-        assert!(p.select(b"", &[a, c], None).is_none());
+        assert!(chosen(p.select(b"", &[a, c], &[], None)).is_none());
         assert!(!p.has_untried(&[a, c], None));
     }
 
     #[test]
     fn consistent_hash_is_stable() {
         let p = pool(THREE, "consistent_hash\n    hash_key: path");
-        let first = p.select(b"user-1", &[], None).unwrap().spec.addr;
+        let first = chosen(p.select(b"user-1", &[], &[], None))
+            .unwrap()
+            .spec
+            .addr;
         for _ in 0..10 {
-            assert_eq!(p.select(b"user-1", &[], None).unwrap().spec.addr, first);
+            assert_eq!(
+                chosen(p.select(b"user-1", &[], &[], None))
+                    .unwrap()
+                    .spec
+                    .addr,
+                first
+            );
         }
     }
 
@@ -305,11 +441,15 @@ mod tests {
         p.upstreams[2].models.set(vec![entry("codestral")]);
         for _ in 0..20 {
             assert_eq!(
-                p.select(b"", &[], Some("qwen")).unwrap().spec.addr.port(),
+                chosen(p.select(b"", &[], &[], Some("qwen")))
+                    .unwrap()
+                    .spec
+                    .addr
+                    .port(),
                 1001
             );
             assert_eq!(
-                p.select(b"", &[], Some("codestral"))
+                chosen(p.select(b"", &[], &[], Some("codestral")))
                     .unwrap()
                     .spec
                     .addr
@@ -317,13 +457,59 @@ mod tests {
                 1003
             );
             assert_ne!(
-                p.select(b"", &[], Some("llama3")).unwrap().spec.addr.port(),
+                chosen(p.select(b"", &[], &[], Some("llama3")))
+                    .unwrap()
+                    .spec
+                    .addr
+                    .port(),
                 1003
             );
         }
-        assert!(p.select(b"", &[], Some("mistral")).is_none());
+        assert!(chosen(p.select(b"", &[], &[], Some("mistral"))).is_none());
         assert!(!p.knows("mistral"));
         assert!(p.knows("qwen"));
+    }
+
+    #[test]
+    fn priority_spills_to_the_next_tier_and_returns() {
+        let tiers = "      - { url: \"http://127.0.0.1:1001\", priority: 2 }\n      - { url: \"http://127.0.0.1:1002\", priority: 2 }\n      - { url: \"http://127.0.0.1:1003\", priority: 1 }\n";
+        let p = pool(tiers, "priority");
+        let port = |p: &Pool| {
+            chosen(p.select(b"", &[], &[], None))
+                .unwrap()
+                .spec
+                .addr
+                .port()
+        };
+        for _ in 0..10 {
+            assert_ne!(port(&p), 1003);
+        }
+        let down = HealthSpec {
+            unhealthy_threshold: 1,
+            ..p.spec.health.clone()
+        };
+        p.upstreams[0].health.observe(false, &down);
+        p.upstreams[1].health.observe(false, &down);
+        assert_eq!(port(&p), 1003);
+        p.upstreams[0].health.observe(
+            true,
+            &HealthSpec {
+                healthy_threshold: 1,
+                ..down
+            },
+        );
+        assert_eq!(port(&p), 1001);
+    }
+
+    #[test]
+    fn a_backend_at_its_cap_makes_the_pool_busy() {
+        let one = "      - { url: \"http://127.0.0.1:1001\", max_in_flight: 1 }\n";
+        let p = pool(one, "least_connections");
+        let up = chosen(p.select(b"", &[], &[], None)).unwrap();
+        let slot = up.in_flight.try_acquire(up.spec.max_in_flight).unwrap();
+        assert!(matches!(p.select(b"", &[], &[], None), Pick::Busy));
+        drop(slot);
+        assert!(chosen(p.select(b"", &[], &[], None)).is_some());
     }
 
     #[test]

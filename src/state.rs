@@ -7,10 +7,11 @@
 //! over the health of every backend that stays (keyed by pool and address),
 //! and published with one atomic store.
 
+use crate::circuit::Circuit;
 use crate::config::{BackendSpec, Config, HealthKind};
 use crate::health::BackendHealth;
 use crate::models::BackendModels;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolShared};
 use crate::route::Router;
 use arc_swap::{ArcSwap, Guard};
 use std::collections::HashMap;
@@ -113,11 +114,29 @@ fn build(
                     // at once; one added by a reload must pass a check first.
                     .unwrap_or_else(|| Arc::new(BackendHealth::new(previous.is_none() || !checked)))
             };
+            let same_backend = |b: &BackendSpec| {
+                before.and_then(|p| p.upstreams().iter().find(|u| u.spec.addr == b.addr))
+            };
+            // A circuit carries over unless its thresholds changed.
+            let circuit_of = |b: &BackendSpec| {
+                same_backend(b)
+                    .map(|u| u.circuit.clone())
+                    .filter(|c| *c.spec() == spec.circuit)
+                    .unwrap_or_else(|| Arc::new(Circuit::new(spec.circuit.clone())))
+            };
+            // In-flight counts and the queue carry over by pool name; new
+            // queue settings start both afresh.
+            let shared = before
+                .map(|p| p.shared.clone())
+                .filter(|s| *s.queue.spec() == spec.queue)
+                .unwrap_or_else(|| PoolShared::new(spec.queue.clone()));
             Arc::new(Pool::new(
                 ids.fetch_add(1, Ordering::Relaxed),
                 spec.clone(),
+                shared,
                 health_of,
                 models_of,
+                circuit_of,
             ))
         })
         .collect();

@@ -127,7 +127,10 @@ fn hammer(
                     // drops connections still waiting for their request line
                     // when shutdown begins) is retried once. Any other error,
                     // or an error status, is a failure.
-                    if matches!(&result, Err(e) if e.contains("IncompleteMessage")) {
+                    let unread = |e: &String| {
+                        e.contains("IncompleteMessage") || e.contains("ConnectionReset")
+                    };
+                    if matches!(&result, Err(e) if unread(e)) {
                         result = chat(&client, &url, "llama3").await;
                     }
                     match result {
@@ -288,7 +291,7 @@ async fn a_backend_added_by_reload_waits_for_its_first_health_check() {
         );
     }
     assert_eq!(
-        m[1].stats().api_requests(),
+        m[1].stats().requests_to("/v1/chat/completions"),
         0,
         "a new backend got traffic before passing a check"
     );
@@ -354,7 +357,7 @@ async fn binary_upgrade_under_load_loses_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let load = hammer(old.url("/v1/chat/completions"), 8, stop.clone());
     wait_until(DEADLINE, "load to flow", || async {
-        m[0].stats().api_requests() > 20
+        m[0].stats().requests_to("/v1/chat/completions") > 20
     })
     .await;
 
@@ -370,9 +373,12 @@ async fn binary_upgrade_under_load_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let served_before = m[0].stats().api_requests() + m[1].stats().api_requests();
+    let served_before = m[0].stats().requests_to("/v1/chat/completions")
+        + m[1].stats().requests_to("/v1/chat/completions");
     wait_until(DEADLINE, "the new process to serve", || async {
-        m[0].stats().api_requests() + m[1].stats().api_requests() > served_before + 50
+        m[0].stats().requests_to("/v1/chat/completions")
+            + m[1].stats().requests_to("/v1/chat/completions")
+            > served_before + 50
     })
     .await;
     stop.store(true, Ordering::Relaxed);
@@ -432,7 +438,7 @@ async fn sigusr2_upgrades_a_daemon_in_place_under_load() {
     let stop = Arc::new(AtomicBool::new(false));
     let load = hammer(proxy.url("/v1/chat/completions"), 8, stop.clone());
     wait_until(DEADLINE, "load to flow", || async {
-        m[0].stats().api_requests() > 20
+        m[0].stats().requests_to("/v1/chat/completions") > 20
     })
     .await;
 
@@ -444,9 +450,12 @@ async fn sigusr2_upgrades_a_daemon_in_place_under_load() {
                 .is_ok_and(|s| s.contains(") Z "))
     })
     .await;
-    let served = m[0].stats().api_requests() + m[1].stats().api_requests();
+    let served = m[0].stats().requests_to("/v1/chat/completions")
+        + m[1].stats().requests_to("/v1/chat/completions");
     wait_until(DEADLINE, "the new process to serve", || async {
-        m[0].stats().api_requests() + m[1].stats().api_requests() > served + 50
+        m[0].stats().requests_to("/v1/chat/completions")
+            + m[1].stats().requests_to("/v1/chat/completions")
+            > served + 50
     })
     .await;
     stop.store(true, Ordering::Relaxed);

@@ -4,6 +4,8 @@
 //! `Duration`s, URLs are socket addresses, regexes are compiled. The proxy and
 //! the reload path only ever see these types, never the file format.
 
+pub use crate::admission::QueueSpec;
+pub use crate::circuit::CircuitSpec;
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -76,6 +78,10 @@ pub enum Strategy {
     Random,
     /// Ketama ring on a key taken from each request.
     ConsistentHash(HashKey),
+    /// Fewest requests in flight relative to weight.
+    LeastConnections,
+    /// The highest `priority` tier with a usable backend, weighted within it.
+    Priority,
 }
 
 impl Strategy {
@@ -85,6 +91,8 @@ impl Strategy {
             Strategy::RoundRobin => "round_robin",
             Strategy::Random => "random",
             Strategy::ConsistentHash(_) => "consistent_hash",
+            Strategy::LeastConnections => "least_connections",
+            Strategy::Priority => "priority",
         }
     }
 }
@@ -155,6 +163,10 @@ pub struct PoolSpec {
     pub timeouts: Timeouts,
     pub health: HealthSpec,
     pub backends: Vec<BackendSpec>,
+    /// Passive health: when a backend's failures open its circuit.
+    pub circuit: CircuitSpec,
+    /// Where requests wait when every candidate is at its `max_in_flight`.
+    pub queue: QueueSpec,
 }
 
 /// `pools.NAME.backends[i]`.
@@ -173,6 +185,11 @@ pub struct BackendSpec {
     pub kind: BackendKind,
     /// Models from the file: when given, discovery is off for this backend.
     pub models: Option<Vec<String>>,
+    /// Tier for strategy `priority`: higher first. Default 0.
+    pub priority: u32,
+    /// Requests this backend serves at once (Ollama's `OLLAMA_NUM_PARALLEL`);
+    /// `None` is unlimited.
+    pub max_in_flight: Option<usize>,
 }
 
 /// The API a backend speaks, for model discovery.

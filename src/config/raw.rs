@@ -51,6 +51,23 @@ pub struct RawPool {
     pub timeouts: Option<RawTimeouts>,
     pub health_check: Option<RawHealthCheck>,
     pub backends: Option<Vec<RawBackend>>,
+    pub circuit: Option<RawCircuit>,
+    pub queue: Option<RawQueue>,
+}
+
+/// `pools.NAME.circuit:`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCircuit {
+    pub consecutive_failures: Option<usize>,
+    pub cooldown: Option<String>,
+    pub max_cooldown: Option<String>,
+}
+
+/// `pools.NAME.queue:`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawQueue {
+    pub max: Option<usize>,
+    pub timeout: Option<String>,
 }
 
 /// `pools.NAME.timeouts:`
@@ -83,6 +100,8 @@ pub struct RawBackend {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub models: Option<Vec<String>>,
+    pub priority: Option<u32>,
+    pub max_in_flight: Option<usize>,
 }
 
 /// `routes[i]:`

@@ -153,7 +153,7 @@ fn bad_values_name_path_and_value() {
     );
     assert_error(
         &GOOD.replace("strategy: consistent_hash", "strategy: fastest"),
-        r#"pools.chat.strategy: "fastest" is not one of round_robin, random, consistent_hash"#,
+        r#"pools.chat.strategy: "fastest" is not one of round_robin, random, consistent_hash, least_connections, priority"#,
     );
     assert_error(
         &GOOD.replace("type: http", "type: grpc"),

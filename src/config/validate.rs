@@ -277,6 +277,46 @@ fn pool(errors: &mut Errors, name: String, raw: RawPool) -> PoolSpec {
             Duration::from_secs(60),
         ),
     };
+    let circuit = {
+        let c = raw.circuit.unwrap_or_default();
+        let d = CircuitSpec::default();
+        let spec = CircuitSpec {
+            consecutive_failures: errors.positive(
+                &format!("{at}.circuit.consecutive_failures"),
+                c.consecutive_failures,
+                d.consecutive_failures,
+            ),
+            cooldown: errors.duration(
+                &format!("{at}.circuit.cooldown"),
+                c.cooldown.as_ref(),
+                d.cooldown,
+            ),
+            max_cooldown: errors.duration(
+                &format!("{at}.circuit.max_cooldown"),
+                c.max_cooldown.as_ref(),
+                d.max_cooldown,
+            ),
+        };
+        if spec.max_cooldown < spec.cooldown {
+            errors.push(
+                format!("{at}.circuit.max_cooldown"),
+                "is shorter than cooldown",
+            );
+        }
+        spec
+    };
+    let queue = {
+        let q = raw.queue.unwrap_or_default();
+        let d = QueueSpec::default();
+        QueueSpec {
+            max: q.max.unwrap_or(d.max),
+            timeout: errors.duration(
+                &format!("{at}.queue.timeout"),
+                q.timeout.as_ref(),
+                d.timeout,
+            ),
+        }
+    };
     let health = health(errors, &at, raw.health_check.unwrap_or_default());
     let backends = backends(errors, &at, raw.backends.unwrap_or_default());
     PoolSpec {
@@ -286,6 +326,8 @@ fn pool(errors: &mut Errors, name: String, raw: RawPool) -> PoolSpec {
         timeouts,
         health,
         backends,
+        circuit,
+        queue,
     }
 }
 
@@ -293,6 +335,8 @@ fn strategy(errors: &mut Errors, at: &str, name: Option<&str>, key: Option<&str>
     let strategy = match name.unwrap_or("round_robin") {
         "round_robin" => Strategy::RoundRobin,
         "random" => Strategy::Random,
+        "least_connections" => Strategy::LeastConnections,
+        "priority" => Strategy::Priority,
         "consistent_hash" => {
             let Some(key) = key else {
                 errors.push(
@@ -307,7 +351,10 @@ fn strategy(errors: &mut Errors, at: &str, name: Option<&str>, key: Option<&str>
         other => {
             errors.push(
                 format!("{at}.strategy"),
-                format!("{other:?} is not one of round_robin, random, consistent_hash"),
+                format!(
+                    "{other:?} is not one of round_robin, random, consistent_hash, \
+                     least_connections, priority"
+                ),
             );
             Strategy::RoundRobin
         }
@@ -481,6 +528,14 @@ fn backends(errors: &mut Errors, at: &str, raw: Vec<RawBackend>) -> Vec<BackendS
             weight: weight.min(MAX_WEIGHT),
             kind,
             models: b.models,
+            priority: b.priority.unwrap_or(0),
+            max_in_flight: match b.max_in_flight {
+                Some(0) => {
+                    errors.push(format!("{path}.max_in_flight"), "0 must be at least 1");
+                    None
+                }
+                other => other,
+            },
         });
     }
     if !out.is_empty() && out.iter().all(|b| b.weight == 0) {

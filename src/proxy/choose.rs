@@ -2,10 +2,11 @@
 //! Switchyard answers itself.
 
 use super::ctx::RequestCtx;
+use crate::admission::QueueError;
 use crate::error_response::ApiError;
 use crate::models::lists::{self, ListKind};
 use crate::models::scan;
-use crate::pool::{Pool, Upstream};
+use crate::pool::{Pick, Pool, Upstream};
 use crate::request_body::{read_all, BodyError};
 use crate::state::Snapshot;
 use log::debug;
@@ -89,13 +90,90 @@ pub(super) async fn read_model(
     Ok(Ok(()))
 }
 
-/// Picks the backend for this attempt: one that serves the request's model,
-/// else (on the first attempt) one that serves a fallback.
-pub(super) fn choose(
+/// Picks the backend for this attempt and takes its in-flight slot and
+/// circuit permit. When every candidate is at its `max_in_flight`, waits in
+/// the pool's FIFO queue for a slot.
+pub(super) async fn choose(
     session: &Session,
     ctx: &mut RequestCtx,
     pool: &Arc<Pool>,
 ) -> std::result::Result<Arc<Upstream>, ApiError> {
+    // A retry gives its previous slot back before it queues for another.
+    ctx.slot = None;
+    let queue = pool.shared.queue.clone();
+    match queue.wait(|| choose_once(session, ctx, pool)).await {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            let (code, what) = match e {
+                QueueError::Full => ("queue_full", "all backends are busy and the queue is full"),
+                QueueError::TimedOut => ("queue_timeout", "no backend became free in time"),
+            };
+            let kind = if e.status() == 429 {
+                "rate_limit_error"
+            } else {
+                "server_error"
+            };
+            let mut api = ApiError::new(
+                e.status(),
+                kind,
+                code,
+                format!("{what} in pool '{}'", pool.spec.name),
+            );
+            api.retry_after = Some(1);
+            Err(api)
+        }
+    }
+}
+
+/// One attempt at choosing; `None` means "all busy, wait".
+fn choose_once(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    pool: &Pool,
+) -> Option<std::result::Result<Arc<Upstream>, ApiError>> {
+    // Backends whose slot or half-open probe another request took between
+    // selection and acquisition.
+    let mut skip = Vec::new();
+    loop {
+        match pick(session, ctx, pool, &skip) {
+            Outcome::Chosen(up, model) => {
+                let Some(slot) = up.in_flight.try_acquire(up.spec.max_in_flight) else {
+                    skip.push(up.spec.addr);
+                    continue;
+                };
+                let Some(permit) = up.circuit.try_acquire() else {
+                    skip.push(up.spec.addr);
+                    continue;
+                };
+                ctx.slot = Some(slot);
+                ctx.permit = Some(permit);
+                if let Some(model) = model {
+                    ctx.set_served(model);
+                }
+                return Some(Ok(up));
+            }
+            Outcome::Busy => return None,
+            Outcome::Refused(_) if !skip.is_empty() => return None,
+            Outcome::Refused(api) => return Some(Err(api)),
+        }
+    }
+}
+
+enum Outcome {
+    /// A backend, and the model to send it when one was asked for.
+    Chosen(Arc<Upstream>, Option<String>),
+    Busy,
+    Refused(ApiError),
+}
+
+/// One selection: a backend for the request's model, else (on the first
+/// attempt) for a fallback model.
+fn pick(
+    session: &Session,
+    ctx: &RequestCtx,
+    pool: &Pool,
+    skip: &[std::net::SocketAddr],
+) -> Outcome {
     let no_backend = |what: &str| {
         let mut api = ApiError::new(
             503,
@@ -106,21 +184,21 @@ pub(super) fn choose(
         api.retry_after = Some(1);
         api
     };
+    let other = if ctx.tried.is_empty() { "" } else { "other " };
     let Some(model) = ctx.model.clone() else {
         let key = pool.hash_key(session, None);
-        return pool.select(&key, &ctx.tried, None).ok_or_else(|| {
-            no_backend(if ctx.tried.is_empty() {
-                "no healthy backend"
-            } else {
-                "no other healthy backend"
-            })
-        });
+        return match pool.select(&key, &ctx.tried, skip, None) {
+            Pick::Chosen(up) => Outcome::Chosen(up, None),
+            Pick::Busy => Outcome::Busy,
+            Pick::None => Outcome::Refused(no_backend(&format!("no {other}healthy backend"))),
+        };
     };
     let current = ctx.served_model.clone().unwrap_or_else(|| model.clone());
     let key = pool.hash_key(session, Some(&current));
-    if let Some(up) = pool.select(&key, &ctx.tried, Some(&current)) {
-        ctx.set_served(current);
-        return Ok(up);
+    match pool.select(&key, &ctx.tried, skip, Some(&current)) {
+        Pick::Chosen(up) => return Outcome::Chosen(up, Some(current)),
+        Pick::Busy => return Outcome::Busy,
+        Pick::None => {}
     }
     if ctx.tried.is_empty() {
         let fallbacks = ctx
@@ -129,14 +207,17 @@ pub(super) fn choose(
             .and_then(|s| s.config.models.fallbacks.get(&model).cloned());
         for fallback in fallbacks.unwrap_or_default() {
             let key = pool.hash_key(session, Some(&fallback));
-            if let Some(up) = pool.select(&key, &ctx.tried, Some(&fallback)) {
-                debug!("model {model}: no healthy backend, falling back to {fallback}");
-                ctx.set_served(fallback);
-                return Ok(up);
+            match pool.select(&key, &ctx.tried, skip, Some(&fallback)) {
+                Pick::Chosen(up) => {
+                    debug!("model {model}: no healthy backend, falling back to {fallback}");
+                    return Outcome::Chosen(up, Some(fallback));
+                }
+                Pick::Busy => return Outcome::Busy,
+                Pick::None => {}
             }
         }
         if !pool.knows(&model) {
-            return Err(ApiError::new(
+            return Outcome::Refused(ApiError::new(
                 404,
                 "invalid_request_error",
                 "model_not_found",
@@ -144,8 +225,7 @@ pub(super) fn choose(
             ));
         }
     }
-    Err(no_backend(&format!(
-        "no {}healthy backend for model '{current}'",
-        if ctx.tried.is_empty() { "" } else { "other " }
+    Outcome::Refused(no_backend(&format!(
+        "no {other}healthy backend for model '{current}'"
     )))
 }

@@ -1,7 +1,9 @@
 //! What one request carries from hook to hook.
 
+use crate::circuit::CircuitPermit;
 use crate::drain::InFlightGuard;
 use crate::error_response::ApiError;
+use crate::least_conn::InFlightSlot;
 use crate::models::scan;
 use crate::pool::{Pool, Upstream};
 use crate::state::Snapshot;
@@ -36,6 +38,34 @@ pub struct RequestCtx {
     pub(super) watchdog: Option<Watchdog>,
     /// Why no backend was chosen, answered by `fail_to_proxy`.
     pub(super) refusal: Option<ApiError>,
+    /// The current backend's in-flight count, given back on drop.
+    pub(super) slot: Option<InFlightSlot>,
+    /// The current attempt's say in its backend's circuit.
+    pub(super) permit: Option<CircuitPermit>,
+    /// How the response streams, to end it with an error in its own format.
+    pub(super) stream: Option<StreamFormat>,
+}
+
+/// A streamed response's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// `text/event-stream`.
+    Sse,
+    /// `application/x-ndjson` (Ollama).
+    Ndjson,
+}
+
+impl StreamFormat {
+    pub fn of(content_type: Option<&str>) -> Option<StreamFormat> {
+        let ct = content_type?.split(';').next()?.trim().to_ascii_lowercase();
+        match ct.as_str() {
+            "text/event-stream" => Some(StreamFormat::Sse),
+            "application/x-ndjson" | "application/jsonl" | "application/json-seq" => {
+                Some(StreamFormat::Ndjson)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl RequestCtx {
@@ -45,6 +75,20 @@ impl RequestCtx {
 
     pub(super) fn pool_name(&self) -> &str {
         self.pool().map_or("?", |p| p.spec.name.as_str())
+    }
+
+    /// Counts the current attempt as a failure of its backend.
+    pub(super) fn backend_failed(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            permit.failure();
+        }
+    }
+
+    /// Counts the current attempt as a success of its backend.
+    pub(super) fn backend_succeeded(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            permit.success();
+        }
     }
 }
 

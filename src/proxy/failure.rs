@@ -1,6 +1,8 @@
 //! What the client gets when something fails.
 
+use super::ctx::StreamFormat;
 use crate::error_response::ApiError;
+use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType};
 
 /// The answer for an error; `None` when the client is gone.
@@ -46,9 +48,41 @@ pub(super) fn error_for(e: &Error, timed_out: bool, pool: &str) -> Option<ApiErr
     }
 }
 
+/// The last event of a stream that failed after it began: an SSE `data:`
+/// event with an OpenAI error object, or an Ollama NDJSON `{"error": ...}`
+/// line.
+pub(super) fn terminal_event(format: StreamFormat, api: &ApiError) -> Bytes {
+    match format {
+        StreamFormat::Sse => {
+            let body = String::from_utf8_lossy(&api.body()).into_owned();
+            Bytes::from(format!("data: {body}\n\n"))
+        }
+        StreamFormat::Ndjson => {
+            Bytes::from(format!("{}\n", serde_json::json!({ "error": api.message })))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_events_in_the_stream_format() {
+        let api = ApiError::from_status(502, "backend went away");
+        let sse = terminal_event(StreamFormat::Sse, &api);
+        let text = std::str::from_utf8(&sse).unwrap();
+        assert!(
+            text.starts_with("data: {") && text.ends_with("}\n\n"),
+            "{text}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(text.trim_start_matches("data: ").trim()).unwrap();
+        assert_eq!(v["error"]["message"], "backend went away");
+        let nd = terminal_event(StreamFormat::Ndjson, &api);
+        let v: serde_json::Value = serde_json::from_slice(&nd).unwrap();
+        assert_eq!(v["error"], "backend went away");
+    }
 
     #[test]
     fn errors_map_to_statuses() {

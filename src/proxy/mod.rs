@@ -18,7 +18,7 @@ mod failure;
 mod headers;
 
 pub use choose::MODEL_HEADER;
-pub use ctx::RequestCtx;
+pub use ctx::{RequestCtx, StreamFormat};
 
 use crate::drain::InFlight;
 use crate::error_response::ApiError;
@@ -34,7 +34,7 @@ use headers::hop_by_hop;
 use log::{debug, warn};
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
@@ -45,6 +45,9 @@ use std::time::Duration;
 /// pooled connection before the backend does and a request is rarely sent
 /// on a connection that is being closed.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(4);
+
+/// How long a refused upload is still read so the client sees the refusal.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// The proxy service.
 pub struct Switchyard {
@@ -77,6 +80,9 @@ impl ProxyHttp for Switchyard {
             upstream: None,
             watchdog: None,
             refusal: None,
+            slot: None,
+            permit: None,
+            stream: None,
         }
     }
 
@@ -91,6 +97,12 @@ impl ProxyHttp for Switchyard {
         if names_a_model(&method, &path) {
             if let Err(api) = read_model(session, ctx, &snapshot).await? {
                 api.send(session).await?;
+                if api.status == 413 {
+                    // Read (and drop) what the client is still sending, for
+                    // a while, so it gets to read the answer instead of a
+                    // broken pipe, as nginx's lingering close does.
+                    let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
+                }
                 return Ok(true);
             }
         }
@@ -123,7 +135,7 @@ impl ProxyHttp for Switchyard {
             .pool()
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool routed"))?;
-        let upstream = match choose(session, ctx, &pool) {
+        let upstream = match choose(session, ctx, &pool).await {
             Ok(upstream) => upstream,
             Err(api) => {
                 // Pingora hands this to `fail_to_proxy`, which answers it.
@@ -228,6 +240,34 @@ impl ProxyHttp for Switchyard {
         if let Some(model) = &ctx.served_model {
             upstream_response.insert_header(MODEL_HEADER, model.as_str())?;
         }
+        let status = upstream_response.status.as_u16();
+        if let Some(secs) = retry_after(upstream_response).filter(|_| matches!(status, 429 | 503)) {
+            if let Some(up) = &ctx.upstream {
+                up.circuit.open_for(Duration::from_secs(secs));
+            }
+        }
+        if status >= 500 || status == 429 {
+            ctx.backend_failed();
+            if let Some(pool) = ctx.pool() {
+                let retryable = matches!(status, 502 | 503 | 429);
+                let budget = ctx.tried.len() <= pool.spec.retries;
+                if retryable && budget && pool.has_untried(&ctx.tried, ctx.served_model.as_deref())
+                {
+                    // Nothing has reached the client yet: try another backend.
+                    let mut e = Error::explain(
+                        ErrorType::HTTPStatus(status),
+                        format!("backend answered {status}, trying another"),
+                    );
+                    e.set_retry(true);
+                    return Err(e.into_up());
+                }
+            }
+        }
+        let content_type = upstream_response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        ctx.stream = StreamFormat::of(content_type);
         Ok(())
     }
 
@@ -242,6 +282,7 @@ impl ProxyHttp for Switchyard {
             if end_of_stream {
                 // Before Pingora can return the connection to the pool.
                 dog.disarm();
+                ctx.backend_succeeded();
             } else if let Some(pool) = ctx.pool() {
                 dog.reset(pool.spec.timeouts.idle);
             }
@@ -256,6 +297,7 @@ impl ProxyHttp for Switchyard {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.backend_failed();
         let Some(pool) = ctx.pool() else { return e };
         let attempts = ctx.tried.len();
         let retry = attempts <= pool.spec.retries
@@ -280,14 +322,20 @@ impl ProxyHttp for Switchyard {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
+        if *e.esource() == ErrorSource::Upstream {
+            // A dropped connection, a timeout, or a status retried below:
+            // the backend's failure. A client that left is not.
+            ctx.backend_failed();
+        }
         // A request sent on a pooled connection that the backend closed
         // while idle never reached it: safe to resend, POST included, as
-        // long as the body can be replayed whole.
-        if session.as_ref().retry_buffer_truncated() {
+        // long as the body can be replayed whole. Nothing is retried once
+        // the client has received part of a response.
+        if session.as_ref().retry_buffer_truncated() || session.response_written().is_some() {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -316,7 +364,18 @@ impl ProxyHttp for Switchyard {
                 }
                 api.status
             }
-            Some(api) => api.status,
+            Some(api) => {
+                // The response has begun: end it with an error the client's
+                // parser sees, in the stream's own format, rather than a
+                // truncation that could pass for a finished answer.
+                if let Some(format) = ctx.stream {
+                    let event = failure::terminal_event(format, &api);
+                    if let Err(write) = session.write_response_body(Some(event), true).await {
+                        debug!("could not end the stream with an error: {write}");
+                    }
+                }
+                api.status
+            }
             None => 0,
         };
         FailToProxy {
@@ -329,9 +388,25 @@ impl ProxyHttp for Switchyard {
         if let Some(dog) = ctx.watchdog.take() {
             dog.disarm();
         }
-        if let Some(e) = e {
-            let status = session.response_written().map_or(0, |r| r.status.as_u16());
-            debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
+        match e {
+            // Complete, including responses without a body to end.
+            None => ctx.backend_succeeded(),
+            Some(e) => {
+                let status = session.response_written().map_or(0, |r| r.status.as_u16());
+                debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
+            }
         }
     }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by inference
+/// servers and is ignored).
+fn retry_after(resp: &ResponseHeader) -> Option<u64> {
+    resp.headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

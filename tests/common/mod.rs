@@ -93,6 +93,7 @@ pub fn one_pool(listen: SocketAddr, strategy: &str, backends: &str) -> String {
          pools:\n  chat:\n    strategy: {strategy}\n    retries: 2\n\
          \x20   timeouts: {{ connect: 1s, first_byte: 10s, idle: 10s }}\n\
          \x20   health_check: {{ type: http, path: /health, interval: 200ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2 }}\n\
+         \x20   circuit: {{ cooldown: 500ms }}\n\
          \x20   backends:\n{backends}\
          routes:\n  - {{ pool: chat }}\n"
     )

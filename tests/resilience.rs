@@ -1,0 +1,303 @@
+//! Behaviour under real LLM load: least connections, circuit breaking,
+//! retries before the first byte, honest mid-stream failures, cancellation,
+//! concurrency caps with a queue.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+fn pool_yaml(addr: std::net::SocketAddr, strategy: &str, backends: &str, extra: &str) -> String {
+    format!(
+        "server:\n  listen: [\"{addr}\"]\n  threads: 2\n\
+         pools:\n  chat:\n    strategy: {strategy}\n    retries: 2\n    health_check: {{ type: none }}\n{extra}\
+         \x20   backends:\n{backends}"
+    )
+}
+
+const SSE: &str = r#"{"model":"llama3","stream":true}"#;
+
+fn body_text(chunks: &[(Duration, bytes::Bytes)]) -> String {
+    chunks
+        .iter()
+        .map(|(_, c)| String::from_utf8_lossy(c).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_avoids_the_slow_backend_and_releases_every_slot() {
+    let slow = mock(
+        MockConfig::new("slow")
+            .ttft(Duration::from_secs(2))
+            .token_gap(Duration::from_millis(10))
+            .tokens(3),
+    )
+    .await;
+    let fast = |n: &str| {
+        MockConfig::new(n)
+            .ttft(Duration::from_millis(10))
+            .token_gap(Duration::from_millis(40))
+            .tokens(5)
+    };
+    let (f1, f2) = (mock(fast("f1")).await, mock(fast("f2")).await);
+    let backends = backends_yaml(&[&slow, &f1, &f2], &[]);
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "least_connections", &backends, "")).await;
+    let url = proxy.url("/v1/chat/completions");
+
+    // 30 streams, started 20 ms apart; every fifth is abandoned by its client.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut resp = client().post(&url).body(SSE).send().await.unwrap();
+            let backend = resp.headers()["x-mock-backend"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            if i % 5 == 0 {
+                let _ = resp.chunk().await;
+                drop(resp);
+            } else {
+                while let Ok(Some(_)) = resp.chunk().await {}
+            }
+            backend
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        *counts.entry(t.await.unwrap()).or_default() += 1;
+    }
+    let on_slow = counts.get("slow").copied().unwrap_or(0);
+    assert!(
+        on_slow <= 4,
+        "the slow backend got {on_slow} of 30: {counts:?}"
+    );
+
+    // Every slot was given back, aborted streams included: with nothing in
+    // flight the three backends tie, and ties take turns.
+    wait_until(DEADLINE, "backends to finish", || async {
+        slow.stats().in_flight() + f1.stats().in_flight() + f2.stats().in_flight() == 0
+    })
+    .await;
+    let client = client();
+    let mut after: HashMap<String, usize> = HashMap::new();
+    for m in [&slow, &f1, &f2] {
+        m.set_timing(Duration::ZERO, Duration::ZERO, 1);
+    }
+    for _ in 0..30 {
+        let (status, backend) = chat(&client, &url, "llama3").await.unwrap();
+        assert_eq!(status, 200);
+        *after.entry(backend).or_default() += 1;
+    }
+    assert_eq!(
+        after.values().copied().collect::<Vec<_>>(),
+        vec![10, 10, 10],
+        "{after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_failing_backend_gets_less_traffic_and_clients_see_no_error() {
+    let bad = mock(MockConfig::new("bad").fail_with(503).ttft(Duration::ZERO)).await;
+    let ok = |n: &str| MockConfig::new(n).ttft(Duration::ZERO).tokens(1);
+    let (g1, g2) = (mock(ok("g1")).await, mock(ok("g2")).await);
+    let backends = backends_yaml(&[&bad, &g1, &g2], &[]);
+    let extra = "    circuit: { consecutive_failures: 3, cooldown: 30s }\n";
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, extra)).await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    for _ in 0..90 {
+        let (status, backend) = chat(&client, &url, "llama3").await.unwrap();
+        assert_eq!(status, 200, "a 503 reached the client");
+        assert_ne!(backend, "bad");
+    }
+    let tried_bad = bad.stats().requests_to("/v1/chat/completions");
+    // Retry-After: 1 opens its circuit at once; at most a probe per second follows.
+    assert!(
+        tried_bad <= 6,
+        "the failing backend was tried {tried_bad} times out of 90"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_dies_ends_with_an_error_in_its_own_format() {
+    let dying = mock(
+        MockConfig::new("dying")
+            .ttft(Duration::from_millis(20))
+            .token_gap(Duration::from_millis(20))
+            .tokens(10)
+            .failure(Failure::DropMidStream { after_tokens: 3 }),
+    )
+    .await;
+    let backends = backends_yaml(&[&dying], &[]);
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, "")).await;
+    let client = client();
+
+    // SSE: three tokens, then an OpenAI error event, then a clean end.
+    let (status, chunks) = stream_chunks(&client, &proxy.url("/v1/chat/completions"), SSE).await;
+    assert_eq!(status, 200);
+    let text = body_text(&chunks);
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .collect();
+    assert_eq!(events.len(), 4, "{text}");
+    let last: serde_json::Value =
+        serde_json::from_str(events[3].trim_start_matches("data: ")).unwrap();
+    assert_eq!(last["error"]["type"], "server_error", "{text}");
+    assert!(!text.contains("[DONE]"));
+
+    // NDJSON: three lines, then {"error": ...}.
+    let (status, chunks) =
+        stream_chunks(&client, &proxy.url("/api/chat"), r#"{"model":"llama3"}"#).await;
+    assert_eq!(status, 200);
+    let text = body_text(&chunks);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[3]["error"].is_string(), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_ends_with_an_error_not_a_hang() {
+    let stalls = mock(
+        MockConfig::new("stall")
+            .ttft(Duration::from_millis(20))
+            .token_gap(Duration::from_secs(30))
+            .tokens(3),
+    )
+    .await;
+    let backends = backends_yaml(&[&stalls], &[]);
+    let extra = "    timeouts: { idle: 500ms }\n";
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, extra)).await;
+    let start = Instant::now();
+    let (status, chunks) = stream_chunks(&client(), &proxy.url("/v1/chat/completions"), SSE).await;
+    assert_eq!(status, 200);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let text = body_text(&chunks);
+    assert!(
+        text.contains("tok0") && text.contains("\"error\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_stops_the_backend() {
+    let slow = mock(
+        MockConfig::new("slow")
+            .ttft(Duration::from_millis(20))
+            .token_gap(Duration::from_millis(200))
+            .tokens(50),
+    )
+    .await;
+    let backends = backends_yaml(&[&slow], &[]);
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, "")).await;
+    let mut resp = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .body(SSE)
+        .send()
+        .await
+        .unwrap();
+    resp.chunk().await.unwrap();
+    resp.chunk().await.unwrap();
+    drop(resp);
+    wait_until(
+        Duration::from_secs(5),
+        "the backend to see the stream cut",
+        || async { slow.stats().streams_cancelled() == 1 },
+    )
+    .await;
+    wait_until(Duration::from_secs(5), "the backend to stop", || async {
+        slow.stats().in_flight() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_backend_queues_then_refuses() {
+    let one = mock(
+        MockConfig::new("one")
+            .ttft(Duration::from_millis(600))
+            .tokens(1),
+    )
+    .await;
+    let backends = format!(
+        "      - {{ name: one, url: \"{}\", max_in_flight: 1 }}\n",
+        one.url()
+    );
+    let extra = "    queue: { max: 1, timeout: 5s }\n";
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "least_connections", &backends, extra)).await;
+    let url = proxy.url("/v1/chat/completions");
+
+    // One served, one queued (then served), one refused: the queue is full.
+    let send = |delay: u64| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let started = Instant::now();
+            let resp = client()
+                .post(&url)
+                .body(r#"{"model":"llama3"}"#)
+                .send()
+                .await
+                .unwrap();
+            let retry_after = resp.headers().get("retry-after").is_some();
+            (resp.status().as_u16(), retry_after, started.elapsed())
+        })
+    };
+    let (a, b, c) = (send(0), send(150), send(300));
+    let (a, b, c) = (a.await.unwrap(), b.await.unwrap(), c.await.unwrap());
+    assert_eq!(a.0, 200);
+    assert_eq!(b.0, 200);
+    assert!(
+        b.2 >= Duration::from_millis(500),
+        "the second waited for the first: {:?}",
+        b.2
+    );
+    assert_eq!((c.0, c.1), (429, true));
+    assert!(one.stats().in_flight() <= 1);
+
+    // A wait longer than the queue's timeout is a 503 with Retry-After.
+    let backends = format!(
+        "      - {{ name: one, url: \"{}\", max_in_flight: 1 }}\n",
+        one.url()
+    );
+    one.set_timing(Duration::from_secs(3), Duration::ZERO, 1);
+    let extra = "    queue: { max: 4, timeout: 300ms }\n";
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "least_connections", &backends, extra)).await;
+    let url2 = proxy.url("/v1/chat/completions");
+    let first = tokio::spawn({
+        let url2 = url2.clone();
+        async move {
+            client()
+                .post(&url2)
+                .body(r#"{"model":"llama3"}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    wait_until(DEADLINE, "the first request to hold the slot", || async {
+        one.stats().in_flight() == 1
+    })
+    .await;
+    let resp = client()
+        .post(&url2)
+        .body(r#"{"model":"llama3"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    assert_eq!(
+        error_fields(&resp.bytes().await.unwrap()).2,
+        "queue_timeout"
+    );
+    assert_eq!(first.await.unwrap(), 200);
+}
