@@ -301,3 +301,220 @@ async fn a_capped_backend_queues_then_refuses() {
     );
     assert_eq!(first.await.unwrap(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_tiers_spill_over_and_come_back() {
+    let quick = |n: &str| MockConfig::new(n).ttft(Duration::ZERO).tokens(1);
+    let mut top = Some(mock(quick("top")).await);
+    let low = mock(quick("low")).await;
+    let top_addr = top.as_ref().unwrap().addr();
+    let backends = format!(
+        "      - {{ name: top, url: \"{}\", priority: 100 }}\n      - {{ name: low, url: \"{}\", priority: 50 }}\n",
+        top.as_ref().unwrap().url(),
+        low.url()
+    );
+    let proxy = Proxy::start(|addr| {
+        pool_yaml(addr, "priority", &backends, "")
+            .replace("health_check: { type: none }", "health_check: { type: tcp, interval: 200ms, unhealthy_threshold: 1, healthy_threshold: 1 }")
+    })
+    .await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    for _ in 0..20 {
+        assert_eq!(
+            chat(&client, &url, "llama3").await.unwrap(),
+            (200, "top".into())
+        );
+    }
+    top.take().unwrap().shutdown().await;
+    // No request fails while the top tier goes away: a refused connect is
+    // retried on the next tier at once.
+    for _ in 0..20 {
+        assert_eq!(
+            chat(&client, &url, "llama3").await.unwrap(),
+            (200, "low".into())
+        );
+    }
+    let _back = MockServer::bind(top_addr, quick("top")).unwrap();
+    wait_until(DEADLINE, "traffic to return to the top tier", || async {
+        chat(&client, &url, "llama3").await.unwrap() == (200, "top".into())
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(
+            chat(&client, &url, "llama3").await.unwrap(),
+            (200, "top".into())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_recovers_is_probed_and_rejoins() {
+    let flaky = mock(MockConfig::new("flaky").ttft(Duration::ZERO).tokens(1)).await;
+    let steady = mock(MockConfig::new("steady").ttft(Duration::ZERO).tokens(1)).await;
+    flaky.set_failure(Failure::Status(500));
+    let backends = backends_yaml(&[&flaky, &steady], &[]);
+    let extra = "    circuit: { consecutive_failures: 3, cooldown: 500ms }\n";
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, extra)).await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    // 500 is not retried (the backend may have acted on the request); after
+    // three of them the circuit opens and the backend is left alone.
+    let mut errors = 0;
+    for _ in 0..40 {
+        if chat(&client, &url, "llama3").await.unwrap().0 != 200 {
+            errors += 1;
+        }
+    }
+    assert_eq!(
+        errors, 3,
+        "only the failures that opened the circuit reach clients"
+    );
+    assert_eq!(flaky.stats().requests_to("/v1/chat/completions"), 3);
+
+    flaky.set_failure(Failure::None);
+    wait_until(DEADLINE, "the recovered backend to rejoin", || async {
+        chat(&client, &url, "llama3").await.unwrap() == (200, "flaky".into())
+    })
+    .await;
+    let mut served: HashMap<String, usize> = HashMap::new();
+    for _ in 0..20 {
+        *served
+            .entry(chat(&client, &url, "llama3").await.unwrap().1)
+            .or_default() += 1;
+    }
+    assert_eq!(served.get("flaky"), Some(&10), "{served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_replay_the_body_and_never_revisit_a_backend() {
+    let quick = |n: &str| MockConfig::new(n).ttft(Duration::ZERO).tokens(1);
+    let (b1, b2, good) = (
+        mock(quick("b1").fail_with(503)).await,
+        mock(quick("b2").fail_with(502)).await,
+        mock(quick("good")).await,
+    );
+    let backends = backends_yaml(&[&b1, &b2, &good], &[]);
+    let extra = "    circuit: { consecutive_failures: 100 }\n";
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, extra)).await;
+    let client = client();
+    // Larger than Pingora's 64 KiB replay buffer.
+    let prompt = "p".repeat(300 << 10);
+    for _ in 0..3 {
+        let body =
+            format!(r#"{{"messages":[{{"role":"user","content":"{prompt}"}}],"model":"llama3"}}"#);
+        let before = [&b1, &b2, &good].map(|m| m.stats().requests_to("/v1/chat/completions"));
+        let resp = client
+            .post(proxy.url("/v1/chat/completions"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-mock-backend"], "good");
+        let after = [&b1, &b2, &good].map(|m| m.stats().requests_to("/v1/chat/completions"));
+        for (i, (a, b)) in after.iter().zip(before).enumerate() {
+            assert!(a - b <= 1, "backend {i} was tried twice in one request");
+        }
+        for m in [&b1, &b2, &good] {
+            if m.stats().last_body_len() > 0 {
+                assert!(
+                    m.stats().last_body() == body.as_bytes(),
+                    "{} got other bytes",
+                    m.name()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_retried_after_the_first_byte() {
+    let dying = mock(
+        MockConfig::new("dying")
+            .ttft(Duration::from_millis(10))
+            .token_gap(Duration::from_millis(10))
+            .tokens(10)
+            .failure(Failure::DropMidStream { after_tokens: 2 }),
+    )
+    .await;
+    let other = mock(MockConfig::new("other").ttft(Duration::ZERO)).await;
+    let backends = backends_yaml(&[&dying, &other], &[]);
+    // The dying backend is the preferred tier, so the first attempt lands there.
+    let backends = backends
+        .replace("url: \"", "priority: 0, url: \"")
+        .replacen("priority: 0", "priority: 9", 1);
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "priority", &backends, "")).await;
+    let start = Instant::now();
+    let (status, chunks) = stream_chunks(&client(), &proxy.url("/v1/chat/completions"), SSE).await;
+    assert_eq!(status, 200);
+    assert!(body_text(&chunks).contains("\"error\""));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the error came within idle + 1 s"
+    );
+    assert_eq!(
+        other.stats().requests_to("/v1/chat/completions"),
+        0,
+        "a started stream was retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_requests_over_two_capped_backends_all_succeed() {
+    let slow = |n: &str| {
+        MockConfig::new(n)
+            .ttft(Duration::from_millis(200))
+            .tokens(1)
+    };
+    let (a, b) = (mock(slow("a")).await, mock(slow("b")).await);
+    let backends = format!(
+        "      - {{ name: a, url: \"{}\", max_in_flight: 2 }}\n      - {{ name: b, url: \"{}\", max_in_flight: 2 }}\n",
+        a.url(),
+        b.url()
+    );
+    let run = |queue_max: usize| {
+        let backends = backends.clone();
+        async move {
+            let extra = format!("    queue: {{ max: {queue_max}, timeout: 20s }}\n");
+            let proxy =
+                Proxy::start(|addr| pool_yaml(addr, "least_connections", &backends, &extra)).await;
+            let url = proxy.url("/v1/chat/completions");
+            let tasks: Vec<_> = (0..10)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move {
+                        let resp = client()
+                            .post(&url)
+                            .body(r#"{"model":"llama3"}"#)
+                            .send()
+                            .await
+                            .unwrap();
+                        (
+                            resp.status().as_u16(),
+                            resp.headers().contains_key("retry-after"),
+                        )
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    let all = run(256).await;
+    assert!(all.iter().all(|(s, _)| *s == 200), "{all:?}");
+    assert!(a.stats().in_flight() <= 2 && b.stats().in_flight() <= 2);
+
+    // Slow enough that all ten arrive while the first four are in flight:
+    // four served, two queued then served, four refused.
+    for m in [&a, &b] {
+        m.set_timing(Duration::from_secs(2), Duration::ZERO, 1);
+    }
+    let some = run(2).await;
+    let ok = some.iter().filter(|(s, _)| *s == 200).count();
+    let refused = some.iter().filter(|(s, r)| *s == 429 && *r).count();
+    assert_eq!((ok, refused), (6, 4), "{some:?}");
+}
