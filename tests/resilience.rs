@@ -518,3 +518,41 @@ async fn ten_requests_over_two_capped_backends_all_succeed() {
     let refused = some.iter().filter(|(s, r)| *s == 429 && *r).count();
     assert_eq!((ok, refused), (6, 4), "{some:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_silent_before_its_header_is_timed_out_and_retried() {
+    let hung = mock(MockConfig::new("hung").failure(Failure::Hang)).await;
+    let good = mock(MockConfig::new("good").ttft(Duration::ZERO).tokens(1)).await;
+    let backends = format!(
+        "      - {{ name: hung, url: \"{}\", priority: 9 }}\n      - {{ name: good, url: \"{}\" }}\n",
+        hung.url(),
+        good.url()
+    );
+    // idle shorter than first_byte: the usual case, where Pingora's read
+    // timeout, not the watchdog, ends the wait for the header.
+    let extra = "    timeouts: { first_byte: 400ms, idle: 100ms }\n";
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "priority", &backends, extra)).await;
+    let start = Instant::now();
+    let (status, backend) = chat(&client(), &proxy.url("/v1/chat/completions"), "llama3")
+        .await
+        .unwrap();
+    assert_eq!((status, backend.as_str()), (200, "good"));
+    assert!(
+        start.elapsed() >= Duration::from_millis(350) && start.elapsed() < Duration::from_secs(5)
+    );
+
+    // With no other backend, the client gets a 504.
+    let backends = format!("      - {{ name: hung, url: \"{}\" }}\n", hung.url());
+    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, extra)).await;
+    let resp = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .body(r#"{"model":"llama3"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(
+        error_fields(&resp.bytes().await.unwrap()).2,
+        "backend_timeout"
+    );
+}

@@ -121,7 +121,7 @@ impl Scanner<'_> {
         loop {
             // Jump to the next quote or backslash; everything else is content.
             let rest = &self.b[self.i..];
-            match rest.iter().position(|&c| c == b'"' || c == b'\\') {
+            match memchr::memchr2(b'"', b'\\', rest) {
                 None => return Err(ScanError::Malformed("an unterminated string")),
                 Some(n) => {
                     self.i += n;

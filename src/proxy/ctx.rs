@@ -44,6 +44,8 @@ pub struct RequestCtx {
     pub(super) permit: Option<CircuitPermit>,
     /// How the response streams, to end it with an error in its own format.
     pub(super) stream: Option<StreamFormat>,
+    /// The current attempt's upstream socket, for the watchdog.
+    pub(super) upstream_fd: Option<std::os::unix::io::RawFd>,
 }
 
 /// A streamed response's format.
@@ -75,6 +77,25 @@ impl RequestCtx {
 
     pub(super) fn pool_name(&self) -> &str {
         self.pool().map_or("?", |p| p.spec.name.as_str())
+    }
+
+    /// Starts watching the upstream socket: shut down if `after` passes
+    /// without a reset.
+    pub(super) fn watch(&mut self, after: std::time::Duration) {
+        let Some(fd) = self.upstream_fd else { return };
+        match Watchdog::start(fd, after) {
+            Ok(dog) => self.watchdog = Some(dog),
+            Err(e) => log::warn!("cannot watch upstream socket: {e}"),
+        }
+    }
+
+    /// Whether another attempt is allowed: within `retries`, with a
+    /// backend left that was not tried.
+    pub(super) fn may_retry(&self) -> bool {
+        self.pool().is_some_and(|pool| {
+            self.tried.len() <= pool.spec.retries
+                && pool.has_untried(&self.tried, self.served_model.as_deref())
+        })
     }
 
     /// Counts the current attempt as a failure of its backend.

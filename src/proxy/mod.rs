@@ -25,7 +25,6 @@ use crate::error_response::ApiError;
 use crate::models::lists::ListKind;
 use crate::request_body::names_a_model;
 use crate::state::SharedState;
-use crate::watchdog::Watchdog;
 use async_trait::async_trait;
 use bytes::Bytes;
 use choose::{answer_list, choose, read_model};
@@ -83,6 +82,7 @@ impl ProxyHttp for Switchyard {
             slot: None,
             permit: None,
             stream: None,
+            upstream_fd: None,
         }
     }
 
@@ -148,8 +148,10 @@ impl ProxyHttp for Switchyard {
         let t = &pool.spec.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.total_connection_timeout = Some(t.connect);
-        // The watchdog enforces first_byte and idle precisely; this is only a
-        // backstop should it be unavailable.
+        // Pingora's one read timeout enforces first_byte on the response
+        // header (and bounds a body's reads too); idle is enforced on
+        // streamed bodies by the watchdog. In the unusual case idle >
+        // first_byte, the watchdog takes both and this is only a backstop.
         peer.options.read_timeout = Some(t.first_byte.max(t.idle));
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
         debug!(
@@ -171,15 +173,19 @@ impl ProxyHttp for Switchyard {
         _digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(first_byte) = ctx.pool().map(|p| p.spec.timeouts.first_byte) else {
+        let Some(t) = ctx.pool().map(|p| p.spec.timeouts.clone()) else {
             return Ok(());
         };
         if let Some(old) = ctx.watchdog.take() {
             old.disarm();
         }
-        match Watchdog::start(fd, first_byte) {
-            Ok(dog) => ctx.watchdog = Some(dog),
-            Err(e) => warn!("cannot watch upstream socket: {e}"),
+        ctx.upstream_fd = Some(fd);
+        // Most requests need no watchdog: Pingora's read timeout, set to
+        // first_byte, covers the wait for the header, and the watchdog is
+        // started only for a streamed body (see `upstream_response_filter`).
+        // It saves a task and two system calls per request.
+        if t.idle > t.first_byte {
+            ctx.watch(t.first_byte);
         }
         Ok(())
     }
@@ -230,8 +236,16 @@ impl ProxyHttp for Switchyard {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(dog), Some(pool)) = (&ctx.watchdog, ctx.pool()) {
-            dog.reset(pool.spec.timeouts.idle);
+        let streamed = upstream_response
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_none();
+        if let Some(idle) = ctx.pool().map(|p| p.spec.timeouts.idle) {
+            match &ctx.watchdog {
+                Some(dog) => dog.reset(idle),
+                None if streamed => ctx.watch(idle),
+                None => {}
+            }
         }
         let upgrade = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         for name in hop_by_hop(&upstream_response.headers, upgrade) {
@@ -248,19 +262,14 @@ impl ProxyHttp for Switchyard {
         }
         if status >= 500 || status == 429 {
             ctx.backend_failed();
-            if let Some(pool) = ctx.pool() {
-                let retryable = matches!(status, 502 | 503 | 429);
-                let budget = ctx.tried.len() <= pool.spec.retries;
-                if retryable && budget && pool.has_untried(&ctx.tried, ctx.served_model.as_deref())
-                {
-                    // Nothing has reached the client yet: try another backend.
-                    let mut e = Error::explain(
-                        ErrorType::HTTPStatus(status),
-                        format!("backend answered {status}, trying another"),
-                    );
-                    e.set_retry(true);
-                    return Err(e.into_up());
-                }
+            if matches!(status, 502 | 503 | 429) && ctx.may_retry() {
+                // Nothing has reached the client yet: try another backend.
+                let mut e = Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    format!("backend answered {status}, trying another"),
+                );
+                e.set_retry(true);
+                return Err(e.into_up());
             }
         }
         let content_type = upstream_response
@@ -298,10 +307,8 @@ impl ProxyHttp for Switchyard {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.backend_failed();
+        let retry = ctx.may_retry();
         let Some(pool) = ctx.pool() else { return e };
-        let attempts = ctx.tried.len();
-        let retry = attempts <= pool.spec.retries
-            && pool.has_untried(&ctx.tried, ctx.served_model.as_deref());
         warn!(
             "pool {}: connect to {} failed ({}){}",
             pool.spec.name,
@@ -337,6 +344,9 @@ impl ProxyHttp for Switchyard {
         // the client has received part of a response.
         if session.as_ref().retry_buffer_truncated() || session.response_written().is_some() {
             e.set_retry(false);
+        } else if before_header_timeout(&e, ctx) && ctx.may_retry() {
+            // No answer within first_byte: another backend may do better.
+            e.set_retry(true);
         } else {
             e.retry.decide_reuse(client_reused);
         }
@@ -409,4 +419,11 @@ fn retry_after(resp: &ResponseHeader) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Whether `e` is the first-byte timeout: Pingora's read timeout, or the
+/// watchdog shutting the socket down before any response.
+fn before_header_timeout(e: &Error, ctx: &RequestCtx) -> bool {
+    let fired = ctx.watchdog.as_ref().is_some_and(|d| d.fired());
+    *e.etype() == ErrorType::ReadTimedout || fired
 }
