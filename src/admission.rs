@@ -108,6 +108,9 @@ pub struct PoolQueue {
     /// slot taken and given back inside it would call back into
     /// [`PoolQueue::notify_released`].
     waiters: Mutex<Waiters>,
+    /// The queue's length, readable without the lock: every request checks
+    /// it once and every released slot once, and it is almost always 0.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl PoolQueue {
@@ -115,6 +118,7 @@ impl PoolQueue {
         PoolQueue {
             spec,
             waiters: Mutex::new(Waiters::default()),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -134,13 +138,17 @@ impl PoolQueue {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().queue.is_empty()
+        self.waiting.load(std::sync::atomic::Ordering::Acquire) == 0
     }
 
     /// A slot of the pool was released (or more capacity appeared: a
     /// backend came back, a reload raised a cap): the head waiter tries
     /// again. Cheap when nobody waits; call it from the slot guard's `Drop`.
     pub fn notify_released(&self) {
+        // Every request releases a slot: without waiters, skip the lock.
+        if self.is_empty() {
+            return;
+        }
         self.lock().wake_head();
     }
 
@@ -193,6 +201,8 @@ impl PoolQueue {
         let ticket = waiters.next_ticket;
         waiters.next_ticket += 1;
         let wake = Arc::new(Notify::new());
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         waiters.queue.push_back(Waiter {
             ticket,
             wake: wake.clone(),
@@ -227,6 +237,9 @@ impl Drop for Place<'_> {
             return;
         };
         waiters.queue.remove(index);
+        self.queue
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         // Only the head is ever woken, so only a departing head can take a
         // wake-up with it; the next one tries in its place. If the head was
         // served, there may be capacity for the next one too.

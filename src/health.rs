@@ -107,10 +107,7 @@ pub fn probe(
             path,
             expect_status,
         } => {
-            let host = backend
-                .url
-                .trim_start_matches("http://")
-                .trim_end_matches('/');
+            let host = backend.host();
             let mut check = HttpHealthCheck::new(host, false);
             check.peer_template.options.connection_timeout = Some(spec.timeout);
             check.peer_template.options.read_timeout = Some(spec.timeout);

@@ -97,6 +97,10 @@ fn restart_only_changes(running: &ServerSettings, new: &ServerSettings) -> Vec<&
         running.upstream_keepalive_pool_size != new.upstream_keepalive_pool_size,
         "server.upstream_keepalive_pool_size",
     );
+    check(
+        running.work_stealing != new.work_stealing,
+        "server.work_stealing",
+    );
     changed
 }
 

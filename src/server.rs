@@ -40,6 +40,7 @@ fn server_conf(config: &Config, options: &RunOptions) -> ServerConf {
         grace_period_seconds: Some(secs(s.grace_period)),
         graceful_shutdown_timeout_seconds: Some(secs(s.graceful_shutdown_timeout)),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        work_stealing: s.work_stealing,
         ..ServerConf::default()
     }
 }

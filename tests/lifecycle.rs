@@ -373,14 +373,7 @@ async fn binary_upgrade_under_load_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let served_before = m[0].stats().requests_to("/v1/chat/completions")
-        + m[1].stats().requests_to("/v1/chat/completions");
-    wait_until(DEADLINE, "the new process to serve", || async {
-        m[0].stats().requests_to("/v1/chat/completions")
-            + m[1].stats().requests_to("/v1/chat/completions")
-            > served_before + 50
-    })
-    .await;
+    new_process_serves(&m).await;
     stop.store(true, Ordering::Relaxed);
     let (ok, failures) = load.await.unwrap();
     let _ = new.kill();
@@ -392,6 +385,21 @@ async fn binary_upgrade_under_load_loses_nothing() {
         ok + failures.len(),
         &failures[..failures.len().min(5)]
     );
+}
+
+/// Waits until 50 more requests reach the backends: the process that took
+/// over the listeners is serving.
+async fn new_process_serves(m: &[MockServer]) {
+    let chats = || -> u64 {
+        m.iter()
+            .map(|b| b.stats().requests_to("/v1/chat/completions"))
+            .sum()
+    };
+    let before = chats();
+    wait_until(DEADLINE, "the new process to serve", || async {
+        chats() > before + 50
+    })
+    .await;
 }
 
 /// Reads a PID file once it names a live process other than `not`.
@@ -450,14 +458,7 @@ async fn sigusr2_upgrades_a_daemon_in_place_under_load() {
                 .is_ok_and(|s| s.contains(") Z "))
     })
     .await;
-    let served = m[0].stats().requests_to("/v1/chat/completions")
-        + m[1].stats().requests_to("/v1/chat/completions");
-    wait_until(DEADLINE, "the new process to serve", || async {
-        m[0].stats().requests_to("/v1/chat/completions")
-            + m[1].stats().requests_to("/v1/chat/completions")
-            > served + 50
-    })
-    .await;
+    new_process_serves(&m).await;
     stop.store(true, Ordering::Relaxed);
     let (ok, failures) = load.await.unwrap();
     assert!(

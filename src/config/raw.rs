@@ -40,6 +40,7 @@ pub struct RawServer {
     pub graceful_shutdown_timeout: Option<String>,
     pub upstream_keepalive_pool_size: Option<usize>,
     pub max_request_body: Option<String>,
+    pub work_stealing: Option<bool>,
 }
 
 /// `pools.NAME:`

@@ -159,6 +159,7 @@ fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
             Duration::from_secs(5),
         ),
         upstream_keepalive_pool_size: raw.upstream_keepalive_pool_size.unwrap_or(1024),
+        work_stealing: raw.work_stealing.unwrap_or(false),
         max_request_body: match raw.max_request_body {
             None => 32 << 20,
             Some(text) => size(&text).unwrap_or_else(|| {

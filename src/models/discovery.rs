@@ -103,12 +103,7 @@ impl DiscoveryService {
         let rounds = seen
             .into_values()
             .map(|(up, models): (_, Arc<BackendModels>)| async move {
-                let host = up
-                    .spec
-                    .url
-                    .trim_start_matches("http://")
-                    .trim_end_matches('/')
-                    .to_string();
+                let host = up.spec.host().to_string();
                 let result = discover(up.spec.addr, &host, up.spec.kind).await;
                 (up, models, result)
             });

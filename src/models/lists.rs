@@ -116,12 +116,7 @@ pub async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
     for pool in &snapshot.pools {
         for up in pool.upstreams() {
             if up.health.is_healthy() && !targets.iter().any(|(a, _)| *a == up.spec.addr) {
-                let host = up
-                    .spec
-                    .url
-                    .trim_start_matches("http://")
-                    .trim_end_matches('/')
-                    .to_string();
+                let host = up.spec.host().to_string();
                 targets.push((up.spec.addr, host));
             }
         }
