@@ -347,3 +347,26 @@ async fn consistent_hash_on_the_model_keeps_a_model_on_one_backend() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_ps_merges_what_every_backend_has_loaded() {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let ps = client()
+        .get(proxy.url("/api/ps"))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    let mut loaded: Vec<&str> = ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    loaded.sort();
+    // Each mock reports its first model as loaded.
+    assert_eq!(loaded, ["codestral", "llama3", "llama3"]);
+}

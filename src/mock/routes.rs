@@ -146,6 +146,11 @@ impl Backend {
             "/api/tags" if get => {
                 return Ok(self.json(StatusCode::OK, &ollama::tags(&self.name, &cfg.models)))
             }
+            // What Ollama has loaded: here, the first model it serves.
+            "/api/ps" if get => {
+                let loaded = &cfg.models[..cfg.models.len().min(1)];
+                return Ok(self.json(StatusCode::OK, &ollama::tags(&self.name, loaded)));
+            }
             p if super::stats::KNOWN_PATHS.contains(&p) => {
                 let msg = format!("method {method} not allowed on {p}");
                 return Ok(self.error(StatusCode::METHOD_NOT_ALLOWED, &msg, "method_not_allowed"));
