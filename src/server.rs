@@ -8,12 +8,20 @@ use crate::models::discovery::DiscoveryService;
 use crate::proxy::Switchyard;
 use crate::reload::{ReloadService, Reloader};
 use crate::state::SharedState;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Read buffer of each client connection. Pingora's default is 64 KiB, sized
+/// for TLS records; a chat request's header and body are a few KiB, and at
+/// thousands of open streams the buffer is most of the memory a connection
+/// costs (see the README's Performance section). A larger body just takes a
+/// few more reads.
+const CLIENT_READ_BUFFER: usize = 16 * 1024;
 
 /// How the process was started, beyond the configuration file.
 #[derive(Debug, Default, Clone)]
@@ -67,7 +75,8 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
         "switchyard proxy",
     );
     for addr in &listen {
-        proxy.add_tcp(&addr.to_string());
+        let buffers = L4BufferSettings::default().read(CLIENT_READ_BUFFER);
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
     }
     server.add_service(proxy);
     server.add_service(background_service("drain", DrainService::new(in_flight)));
