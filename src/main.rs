@@ -10,6 +10,14 @@ use switchyard::server::{self, RunOptions};
 use switchyard::signals::{SignalWatch, UpgradeCommand};
 
 fn main() -> ExitCode {
+    // SIGHUP's default action ends the process, and Switchyard's handler is
+    // only installed once Pingora's services run. Until then (startup, the
+    // daemon fork) a `systemctl reload` must not kill it: ignore the signal.
+    // The reload service's handler replaces this disposition.
+    // SAFETY: called before any thread exists; SIG_IGN needs no handler code.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
 
