@@ -3,12 +3,9 @@
 //! the OpenAI Python SDK sends it). `cargo bench --bench micro`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::sync::Arc;
-use switchyard::circuit::Circuit;
 use switchyard::config::Config;
-use switchyard::health::BackendHealth;
-use switchyard::models::{scan, BackendModels};
-use switchyard::pool::{Pick, Pool, PoolShared};
+use switchyard::models::scan;
+use switchyard::pool::{Pick, Pool};
 
 fn pool(strategy: &str, n: usize) -> Pool {
     let backends: String = (0..n)
@@ -19,14 +16,7 @@ fn pool(strategy: &str, n: usize) -> Pool {
         .expect("valid benchmark config")
         .pools[0]
         .clone();
-    Pool::new(
-        1,
-        spec.clone(),
-        PoolShared::new(spec.queue.clone()),
-        |_| Arc::new(BackendHealth::new(true)),
-        |_| Arc::new(BackendModels::default()),
-        |_| Arc::new(Circuit::new(spec.circuit.clone())),
-    )
+    Pool::detached(spec)
 }
 
 fn selection(c: &mut Criterion) {

@@ -67,21 +67,32 @@ impl ApiError {
     }
 
     /// Writes the whole response to the client.
+    /// Writes the whole response to the client and closes the connection
+    /// afterwards, since a request refused early may have left its body
+    /// unread.
     pub async fn send(&self, session: &mut Session) -> pingora_error::Result<()> {
-        let body = self.body();
-        let mut header = ResponseHeader::build(self.status, Some(4))?;
-        header.insert_header("content-type", "application/json")?;
-        header.insert_header("content-length", body.len().to_string())?;
-        if let Some(secs) = self.retry_after {
-            header.insert_header("retry-after", secs.to_string())?;
-        }
         session.set_keepalive(None);
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await?;
-        Ok(())
+        send_json(session, self.status, self.body(), self.retry_after).await
     }
+}
+
+/// Writes a complete JSON response answered by Switchyard itself.
+pub async fn send_json(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    retry_after: Option<u64>,
+) -> pingora_error::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(3))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    if let Some(secs) = retry_after {
+        header.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
 }
 
 #[cfg(test)]

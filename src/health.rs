@@ -12,7 +12,7 @@
 //! of every pool of the current snapshot at each pool's interval.
 
 use crate::config::{BackendSpec, HealthKind, HealthSpec};
-use crate::pool::Pool;
+use crate::pool::{pingora_backend, Pool};
 use crate::state::SharedState;
 use async_trait::async_trait;
 use log::{info, warn};
@@ -160,11 +160,7 @@ pub async fn check_pool(pool: Arc<Pool>) {
         let pool_name = pool.spec.name.clone();
         let spec = spec.clone();
         Some(async move {
-            let target = Backend {
-                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(up.spec.addr),
-                weight: 1,
-                ext: Default::default(),
-            };
+            let target = pingora_backend(up.spec.addr, 1);
             let result = check_once(probe.as_ref(), &target, spec.timeout).await;
             match (up.health.observe(result.is_ok(), &spec), result) {
                 (Some(true), _) => info!("pool {pool_name}: backend {} is healthy", up.spec.name),

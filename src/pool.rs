@@ -72,6 +72,15 @@ impl Upstream {
     }
 }
 
+/// Pingora's name for a backend address.
+pub(crate) fn pingora_backend(addr: SocketAddr, weight: usize) -> Backend {
+    Backend {
+        addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(addr),
+        weight,
+        ext: Default::default(),
+    }
+}
+
 /// A pool's selector, one variant per strategy.
 enum Selector {
     RoundRobin(LoadBalancer<RoundRobin>),
@@ -178,11 +187,7 @@ impl Pool {
             spec.backends
                 .iter()
                 .filter(|b| b.weight > 0 && keep(b))
-                .map(|b| Backend {
-                    addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(b.addr),
-                    weight: b.weight,
-                    ext: Default::default(),
-                })
+                .map(|b| pingora_backend(b.addr, b.weight))
                 .collect()
         };
         let backends = of(&|_| true);
@@ -215,11 +220,27 @@ impl Pool {
         }
     }
 
+    /// A pool with nothing carried over: every backend up, its models not
+    /// known yet, fresh circuits and counts. For tools that use a pool on
+    /// its own (benchmarks, tests); the proxy builds pools in `state`.
+    pub fn detached(spec: PoolSpec) -> Self {
+        let circuit = spec.circuit.clone();
+        Pool::new(
+            0,
+            spec.clone(),
+            PoolShared::new(spec.queue.clone()),
+            |_| Arc::new(BackendHealth::new(true)),
+            |_| Arc::new(BackendModels::default()),
+            |_| Arc::new(Circuit::new(circuit.clone())),
+        )
+    }
+
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
     }
 
-    fn upstream(&self, addr: SocketAddr) -> Option<&Arc<Upstream>> {
+    /// The backend at `addr`, if this pool has one.
+    pub fn upstream(&self, addr: SocketAddr) -> Option<&Arc<Upstream>> {
         self.upstreams.iter().find(|u| u.spec.addr == addr)
     }
 
@@ -340,16 +361,7 @@ mod tests {
         let yaml = format!(
             "pools:\n  p:\n    strategy: {strategy}\n    health_check: {{ type: none }}\n    backends:\n{yaml_backends}"
         );
-        let config = Config::from_yaml(&yaml).unwrap();
-        let spec = config.pools[0].clone();
-        Pool::new(
-            1,
-            spec.clone(),
-            PoolShared::new(spec.queue.clone()),
-            |_| Arc::new(BackendHealth::new(true)),
-            |_| Arc::new(BackendModels::default()),
-            |_| Arc::new(Circuit::new(spec.circuit.clone())),
-        )
+        Pool::detached(Config::from_yaml(&yaml).unwrap().pools[0].clone())
     }
 
     fn chosen(pick: Pick) -> Option<Arc<Upstream>> {

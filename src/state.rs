@@ -11,7 +11,7 @@ use crate::circuit::Circuit;
 use crate::config::{BackendSpec, Config, HealthKind};
 use crate::health::BackendHealth;
 use crate::models::BackendModels;
-use crate::pool::{Pool, PoolShared};
+use crate::pool::{Pool, PoolShared, Upstream};
 use crate::route::Router;
 use arc_swap::{ArcSwap, Guard};
 use std::collections::HashMap;
@@ -32,6 +32,18 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.iter().find(|p| p.spec.name == name)
+    }
+
+    /// The backends of every pool that pass `keep`, once per address, for
+    /// work done per server rather than per pool (model lists, `/api/ps`).
+    pub fn backends(&self, keep: impl Fn(&Upstream) -> bool) -> Vec<Arc<Upstream>> {
+        let mut out: Vec<Arc<Upstream>> = Vec::new();
+        for up in self.pools.iter().flat_map(|p| p.upstreams()) {
+            if keep(up) && !out.iter().any(|o| o.spec.addr == up.spec.addr) {
+                out.push(up.clone());
+            }
+        }
+        out
     }
 }
 
@@ -105,17 +117,14 @@ fn build(
         .map(|spec| {
             let before = previous.and_then(|s| s.pool(&spec.name));
             let checked = !matches!(spec.health.kind, HealthKind::None);
+            let same_backend = |b: &BackendSpec| before.and_then(|p| p.upstream(b.addr));
             let health_of = |b: &BackendSpec| {
-                before
-                    .and_then(|p| p.upstreams().iter().find(|u| u.spec.addr == b.addr))
+                same_backend(b)
                     .filter(|_| checked)
                     .map(|u| u.health.clone())
                     // At start every backend is assumed up so the proxy serves
                     // at once; one added by a reload must pass a check first.
                     .unwrap_or_else(|| Arc::new(BackendHealth::new(previous.is_none() || !checked)))
-            };
-            let same_backend = |b: &BackendSpec| {
-                before.and_then(|p| p.upstreams().iter().find(|u| u.spec.addr == b.addr))
             };
             // A circuit carries over unless its thresholds changed.
             let circuit_of = |b: &BackendSpec| {

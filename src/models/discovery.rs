@@ -5,7 +5,7 @@
 //! restarting Ollama should not lose its models for a refresh), and the
 //! failure is logged once, not at every refresh.
 
-use super::{fetch, BackendModels, ModelEntry};
+use super::{fetch, ModelEntry};
 use crate::config::BackendKind;
 use crate::state::SharedState;
 use async_trait::async_trait;
@@ -90,24 +90,13 @@ impl DiscoveryService {
 
     /// One round over every backend whose list is not fixed by the file.
     async fn round(&self, failing: &mut HashMap<SocketAddr, bool>) {
-        let snapshot = self.state.load_full();
-        let mut seen = HashMap::new();
-        for pool in &snapshot.pools {
-            for up in pool.upstreams() {
-                if up.spec.models.is_none() {
-                    seen.entry(up.spec.addr)
-                        .or_insert_with(|| (up.clone(), up.models.clone()));
-                }
-            }
-        }
-        let rounds = seen
-            .into_values()
-            .map(|(up, models): (_, Arc<BackendModels>)| async move {
-                let host = up.spec.host().to_string();
-                let result = discover(up.spec.addr, &host, up.spec.kind).await;
-                (up, models, result)
-            });
-        for (up, models, result) in futures_util::future::join_all(rounds).await {
+        let backends = self.state.load().backends(|up| up.spec.models.is_none());
+        let rounds = backends.into_iter().map(|up| async move {
+            let result = discover(up.spec.addr, up.spec.host(), up.spec.kind).await;
+            (up, result)
+        });
+        for (up, result) in futures_util::future::join_all(rounds).await {
+            let models = &up.models;
             match result {
                 Ok(list) => {
                     let changed = models.get().is_none_or(|old| *old != list);
@@ -135,22 +124,18 @@ impl DiscoveryService {
 impl BackgroundService for DiscoveryService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut failing = HashMap::new();
-        let mut generation = 0;
         loop {
+            let generation = self.state.load().generation;
             self.round(&mut failing).await;
-            generation = self.state.load().generation.max(generation);
             let refresh = self.state.load().config.models.refresh;
             // Wake early when a reload brings backends nobody has asked yet.
             let deadline = tokio::time::Instant::now() + refresh;
-            loop {
+            while self.state.load().generation == generation
+                && tokio::time::Instant::now() < deadline
+            {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     _ = shutdown.changed() => return,
-                }
-                let now_gen = self.state.load().generation;
-                if now_gen != generation || tokio::time::Instant::now() >= deadline {
-                    generation = now_gen;
-                    break;
                 }
             }
         }

@@ -112,19 +112,11 @@ const PS_TIMEOUT: Duration = Duration::from_secs(3);
 /// `GET /api/ps`: the models loaded on every healthy backend, merged.
 /// Backends that do not answer are left out.
 pub async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
-    let mut targets = Vec::new();
-    for pool in &snapshot.pools {
-        for up in pool.upstreams() {
-            if up.health.is_healthy() && !targets.iter().any(|(a, _)| *a == up.spec.addr) {
-                let host = up.spec.host().to_string();
-                targets.push((up.spec.addr, host));
-            }
-        }
-    }
+    let targets = snapshot.backends(|up| up.health.is_healthy());
     let answers = futures_util::future::join_all(
         targets
             .iter()
-            .map(|(addr, host)| fetch::get(*addr, host, "/api/ps", PS_TIMEOUT)),
+            .map(|up| fetch::get(up.spec.addr, up.spec.host(), "/api/ps", PS_TIMEOUT)),
     )
     .await;
     let mut merged: Vec<Value> = Vec::new();

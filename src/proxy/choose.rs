@@ -3,7 +3,7 @@
 
 use super::ctx::RequestCtx;
 use crate::admission::QueueError;
-use crate::error_response::ApiError;
+use crate::error_response::{send_json, ApiError};
 use crate::models::lists::{self, ListKind};
 use crate::models::scan;
 use crate::pool::{Pick, Pool, Upstream};
@@ -11,7 +11,6 @@ use crate::request_body::{read_all, BodyError};
 use crate::state::Snapshot;
 use log::debug;
 use pingora_error::Result;
-use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::sync::Arc;
 
@@ -30,14 +29,7 @@ pub(super) async fn answer_list(
         ListKind::OllamaTags => lists::ollama_tags(&lists::fleet_models(snapshot)),
         ListKind::OllamaPs => lists::ollama_ps(snapshot).await,
     };
-    let mut header = ResponseHeader::build(200, Some(2))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(())
+    send_json(session, 200, body, None).await
 }
 
 /// Reads the body and finds its model (resolving an alias). `Ok(Err(..))`
