@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -99,21 +98,11 @@ async fn no_route_malformed_http_and_dead_fleet() {
     );
 
     // Malformed HTTP: 400, and the connection is closed.
-    let mut raw = std::net::TcpStream::connect(proxy.addr).unwrap();
-    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    raw.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    let _ = raw.read_to_string(&mut answer);
+    let bad_length = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n";
+    let answer = raw_exchange(proxy.addr, bad_length);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
 
-    let mut raw = std::net::TcpStream::connect(proxy.addr).unwrap();
-    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    raw.write_all(b"\x16\x03\x01garbage that is not http\r\n\r\n")
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = raw.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = raw_exchange(proxy.addr, b"\x16\x03\x01garbage that is not http\r\n\r\n");
     assert!(
         answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
         "{answer:?}"
@@ -161,11 +150,11 @@ fn timeouts_pool(
     first_byte: &str,
     idle: &str,
 ) -> String {
-    format!(
-        "server:\n  listen: [\"{addr}\"]\n  threads: 2\n\
-         pools:\n  chat:\n    retries: 0\n    timeouts: {{ connect: 1s, first_byte: {first_byte}, idle: {idle} }}\n\
-         \x20   health_check: {{ type: none }}\n    backends: [{{ url: \"{backend}\" }}]\n"
-    )
+    let backends = format!("      - {{ url: \"{backend}\" }}\n");
+    let extra = format!(
+        "    retries: 0\n    timeouts: {{ connect: 1s, first_byte: {first_byte}, idle: {idle} }}\n"
+    );
+    unchecked_pool(addr, "round_robin", &backends, &extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,12 +183,12 @@ async fn first_byte_timeout_gives_504() {
 async fn idle_timeout_ends_a_silent_stream_but_not_a_slow_first_byte() {
     // First token after 800 ms (longer than idle, within first_byte), then
     // silence for 20 s.
-    let slow = mock(
-        MockConfig::new("slow")
-            .ttft(Duration::from_millis(800))
-            .token_gap(Duration::from_secs(20))
-            .tokens(3),
-    )
+    let slow = mock(paced(
+        "slow",
+        Duration::from_millis(800),
+        Duration::from_secs(20),
+        3,
+    ))
     .await;
     let url = slow.url();
     let proxy = Proxy::start(|addr| timeouts_pool(addr, &url, "10s", "400ms")).await;
@@ -217,9 +206,6 @@ async fn idle_timeout_ends_a_silent_stream_but_not_a_slow_first_byte() {
         took < Duration::from_secs(8),
         "the silent stream was cut by idle, took {took:?}"
     );
-    let body: String = chunks
-        .iter()
-        .map(|(_, c)| String::from_utf8_lossy(c).to_string())
-        .collect();
+    let body = body_text(&chunks);
     assert!(!body.contains("[DONE]"));
 }

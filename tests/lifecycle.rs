@@ -58,12 +58,12 @@ async fn sighup_moves_traffic_to_the_new_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_stream_survives_the_reload_that_removes_its_backend() {
-    let slow = mock(
-        MockConfig::new("slow")
-            .ttft(Duration::from_millis(50))
-            .token_gap(Duration::from_millis(300))
-            .tokens(10),
-    )
+    let slow = mock(paced(
+        "slow",
+        Duration::from_millis(50),
+        Duration::from_millis(300),
+        10,
+    ))
     .await;
     let other = mocks(1).await;
     let proxy = Proxy::start(|addr| pool_of(addr, &[&slow])).await;
@@ -89,10 +89,7 @@ async fn a_running_stream_survives_the_reload_that_removes_its_backend() {
 
     let (status, chunks) = stream.await.unwrap();
     assert_eq!(status, 200);
-    let body: String = chunks
-        .iter()
-        .map(|(_, c)| String::from_utf8_lossy(c).to_string())
-        .collect();
+    let body = body_text(&chunks);
     for i in 0..10 {
         assert!(body.contains(&format!("tok{i} ")), "token {i} missing");
     }
@@ -309,12 +306,12 @@ async fn a_backend_added_by_reload_waits_for_its_first_health_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_stream_finish_then_exits_zero() {
-    let slow = mock(
-        MockConfig::new("slow")
-            .ttft(Duration::from_millis(50))
-            .token_gap(Duration::from_millis(200))
-            .tokens(10),
-    )
+    let slow = mock(paced(
+        "slow",
+        Duration::from_millis(50),
+        Duration::from_millis(200),
+        10,
+    ))
     .await;
     let mut proxy = Proxy::start(|addr| pool_of(addr, &[&slow])).await;
     let url = proxy.url("/v1/chat/completions");
@@ -328,10 +325,7 @@ async fn sigterm_lets_the_stream_finish_then_exits_zero() {
     proxy.signal("TERM");
     let (status, chunks) = stream.await.unwrap();
     assert_eq!(status, 200);
-    let body: String = chunks
-        .iter()
-        .map(|(_, c)| String::from_utf8_lossy(c).to_string())
-        .collect();
+    let body = body_text(&chunks);
     assert!(
         body.trim_end().ends_with("data: [DONE]"),
         "stream cut by shutdown: {body}"

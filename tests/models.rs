@@ -40,22 +40,26 @@ async fn wait_models(proxy: &Proxy, want: &[&str]) {
     want.sort();
     wait_until(DEADLINE, &format!("models {want:?}"), || {
         let (client, url, want) = (client.clone(), url.clone(), want.clone());
-        async move {
-            let Ok(resp) = client.get(&url).send().await else {
-                return false;
-            };
-            let v: serde_json::Value = resp.json_value().await;
-            let mut ids: Vec<String> = v["data"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["id"].as_str().map(String::from))
-                .collect();
-            ids.sort();
-            ids == want
-        }
+        async move { listed(&client, &url, "data", "id").await == want }
     })
     .await;
+}
+
+/// The names a model list at `url` holds, sorted: `field` of each entry of
+/// the array `list` (OpenAI: `data`/`id`; Ollama: `models`/`name`).
+async fn listed(client: &reqwest::Client, url: &str, list: &str, field: &str) -> Vec<String> {
+    let Ok(resp) = client.get(url).send().await else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = resp.json_value().await;
+    let mut names: Vec<String> = v[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m[field].as_str().map(String::from))
+        .collect();
+    names.sort();
+    names
 }
 
 trait JsonValue {
@@ -77,20 +81,7 @@ async fn requests_reach_only_backends_that_serve_their_model() {
     wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
 
     // /api/tags lists each model once too.
-    let tags = client()
-        .get(proxy.url("/api/tags"))
-        .send()
-        .await
-        .unwrap()
-        .json_value()
-        .await;
-    let mut names: Vec<&str> = tags["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
-    names.sort();
+    let names = listed(&client(), &proxy.url("/api/tags"), "models", "name").await;
     assert_eq!(names, ["codestral", "llama3", "qwen"]);
 
     let client = client();
@@ -353,20 +344,7 @@ async fn api_ps_merges_what_every_backend_has_loaded() {
     let m = three().await;
     let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
     let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
-    let ps = client()
-        .get(proxy.url("/api/ps"))
-        .send()
-        .await
-        .unwrap()
-        .json_value()
-        .await;
-    let mut loaded: Vec<&str> = ps["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
-    loaded.sort();
+    let loaded = listed(&client(), &proxy.url("/api/ps"), "models", "name").await;
     // Each mock reports its first model as loaded.
     assert_eq!(loaded, ["codestral", "llama3", "llama3"]);
 }

@@ -8,31 +8,16 @@ use common::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-fn pool_yaml(addr: std::net::SocketAddr, strategy: &str, backends: &str, extra: &str) -> String {
-    format!(
-        "server:\n  listen: [\"{addr}\"]\n  threads: 2\n\
-         pools:\n  chat:\n    strategy: {strategy}\n    retries: 2\n    health_check: {{ type: none }}\n{extra}\
-         \x20   backends:\n{backends}"
-    )
-}
-
 const SSE: &str = r#"{"model":"llama3","stream":true}"#;
-
-fn body_text(chunks: &[(Duration, bytes::Bytes)]) -> String {
-    chunks
-        .iter()
-        .map(|(_, c)| String::from_utf8_lossy(c).into_owned())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_avoids_the_slow_backend_and_releases_every_slot() {
-    let slow = mock(
-        MockConfig::new("slow")
-            .ttft(Duration::from_secs(2))
-            .token_gap(Duration::from_millis(10))
-            .tokens(3),
-    )
+    let slow = mock(paced(
+        "slow",
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        3,
+    ))
     .await;
     let fast = |n: &str| {
         MockConfig::new(n)
@@ -42,7 +27,7 @@ async fn least_connections_avoids_the_slow_backend_and_releases_every_slot() {
     };
     let (f1, f2) = (mock(fast("f1")).await, mock(fast("f2")).await);
     let backends = backends_yaml(&[&slow, &f1, &f2], &[]);
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "least_connections", &backends, "")).await;
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "least_connections", &backends, "")).await;
     let url = proxy.url("/v1/chat/completions");
 
     // 30 streams, started 20 ms apart; every fifth is abandoned by its client.
@@ -105,7 +90,7 @@ async fn a_fast_failing_backend_gets_less_traffic_and_clients_see_no_error() {
     let (g1, g2) = (mock(ok("g1")).await, mock(ok("g2")).await);
     let backends = backends_yaml(&[&bad, &g1, &g2], &[]);
     let extra = "    circuit: { consecutive_failures: 3, cooldown: 30s }\n";
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, extra)).await;
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, extra)).await;
     let client = client();
     let url = proxy.url("/v1/chat/completions");
     for _ in 0..90 {
@@ -124,15 +109,17 @@ async fn a_fast_failing_backend_gets_less_traffic_and_clients_see_no_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_dies_ends_with_an_error_in_its_own_format() {
     let dying = mock(
-        MockConfig::new("dying")
-            .ttft(Duration::from_millis(20))
-            .token_gap(Duration::from_millis(20))
-            .tokens(10)
-            .failure(Failure::DropMidStream { after_tokens: 3 }),
+        paced(
+            "dying",
+            Duration::from_millis(20),
+            Duration::from_millis(20),
+            10,
+        )
+        .failure(Failure::DropMidStream { after_tokens: 3 }),
     )
     .await;
     let backends = backends_yaml(&[&dying], &[]);
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, "")).await;
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, "")).await;
     let client = client();
 
     // SSE: three tokens, then an OpenAI error event, then a clean end.
@@ -164,16 +151,16 @@ async fn a_stream_that_dies_ends_with_an_error_in_its_own_format() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_stream_ends_with_an_error_not_a_hang() {
-    let stalls = mock(
-        MockConfig::new("stall")
-            .ttft(Duration::from_millis(20))
-            .token_gap(Duration::from_secs(30))
-            .tokens(3),
-    )
+    let stalls = mock(paced(
+        "stall",
+        Duration::from_millis(20),
+        Duration::from_secs(30),
+        3,
+    ))
     .await;
     let backends = backends_yaml(&[&stalls], &[]);
     let extra = "    timeouts: { idle: 500ms }\n";
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, extra)).await;
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, extra)).await;
     let start = Instant::now();
     let (status, chunks) = stream_chunks(&client(), &proxy.url("/v1/chat/completions"), SSE).await;
     assert_eq!(status, 200);
@@ -187,15 +174,15 @@ async fn a_silent_stream_ends_with_an_error_not_a_hang() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_stops_the_backend() {
-    let slow = mock(
-        MockConfig::new("slow")
-            .ttft(Duration::from_millis(20))
-            .token_gap(Duration::from_millis(200))
-            .tokens(50),
-    )
+    let slow = mock(paced(
+        "slow",
+        Duration::from_millis(20),
+        Duration::from_millis(200),
+        50,
+    ))
     .await;
     let backends = backends_yaml(&[&slow], &[]);
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, "")).await;
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, "")).await;
     let mut resp = client()
         .post(proxy.url("/v1/chat/completions"))
         .body(SSE)
@@ -230,7 +217,8 @@ async fn a_capped_backend_queues_then_refuses() {
         one.url()
     );
     let extra = "    queue: { max: 1, timeout: 5s }\n";
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "least_connections", &backends, extra)).await;
+    let proxy =
+        Proxy::start(|addr| unchecked_pool(addr, "least_connections", &backends, extra)).await;
     let url = proxy.url("/v1/chat/completions");
 
     // One served, one queued (then served), one refused: the queue is full.
@@ -268,7 +256,8 @@ async fn a_capped_backend_queues_then_refuses() {
     );
     one.set_timing(Duration::from_secs(3), Duration::ZERO, 1);
     let extra = "    queue: { max: 4, timeout: 300ms }\n";
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "least_connections", &backends, extra)).await;
+    let proxy =
+        Proxy::start(|addr| unchecked_pool(addr, "least_connections", &backends, extra)).await;
     let url2 = proxy.url("/v1/chat/completions");
     let first = tokio::spawn({
         let url2 = url2.clone();
@@ -314,7 +303,7 @@ async fn priority_tiers_spill_over_and_come_back() {
         low.url()
     );
     let proxy = Proxy::start(|addr| {
-        pool_yaml(addr, "priority", &backends, "")
+        unchecked_pool(addr, "priority", &backends, "")
             .replace("health_check: { type: none }", "health_check: { type: tcp, interval: 200ms, unhealthy_threshold: 1, healthy_threshold: 1 }")
     })
     .await;
@@ -355,7 +344,7 @@ async fn a_backend_that_recovers_is_probed_and_rejoins() {
     flaky.set_failure(Failure::Status(500));
     let backends = backends_yaml(&[&flaky, &steady], &[]);
     let extra = "    circuit: { consecutive_failures: 3, cooldown: 500ms }\n";
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, extra)).await;
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, extra)).await;
     let client = client();
     let url = proxy.url("/v1/chat/completions");
     // 500 is not retried (the backend may have acted on the request); after
@@ -396,7 +385,7 @@ async fn retries_replay_the_body_and_never_revisit_a_backend() {
     );
     let backends = backends_yaml(&[&b1, &b2, &good], &[]);
     let extra = "    circuit: { consecutive_failures: 100 }\n";
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, extra)).await;
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, extra)).await;
     let client = client();
     // Larger than Pingora's 64 KiB replay buffer.
     let prompt = "p".repeat(300 << 10);
@@ -431,11 +420,13 @@ async fn retries_replay_the_body_and_never_revisit_a_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_retried_after_the_first_byte() {
     let dying = mock(
-        MockConfig::new("dying")
-            .ttft(Duration::from_millis(10))
-            .token_gap(Duration::from_millis(10))
-            .tokens(10)
-            .failure(Failure::DropMidStream { after_tokens: 2 }),
+        paced(
+            "dying",
+            Duration::from_millis(10),
+            Duration::from_millis(10),
+            10,
+        )
+        .failure(Failure::DropMidStream { after_tokens: 2 }),
     )
     .await;
     let other = mock(MockConfig::new("other").ttft(Duration::ZERO)).await;
@@ -444,7 +435,7 @@ async fn nothing_is_retried_after_the_first_byte() {
     let backends = backends
         .replace("url: \"", "priority: 0, url: \"")
         .replacen("priority: 0", "priority: 9", 1);
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "priority", &backends, "")).await;
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "priority", &backends, "")).await;
     let start = Instant::now();
     let (status, chunks) = stream_chunks(&client(), &proxy.url("/v1/chat/completions"), SSE).await;
     assert_eq!(status, 200);
@@ -478,7 +469,8 @@ async fn ten_requests_over_two_capped_backends_all_succeed() {
         async move {
             let extra = format!("    queue: {{ max: {queue_max}, timeout: 20s }}\n");
             let proxy =
-                Proxy::start(|addr| pool_yaml(addr, "least_connections", &backends, &extra)).await;
+                Proxy::start(|addr| unchecked_pool(addr, "least_connections", &backends, &extra))
+                    .await;
             let url = proxy.url("/v1/chat/completions");
             let tasks: Vec<_> = (0..10)
                 .map(|_| {
@@ -531,7 +523,7 @@ async fn a_backend_silent_before_its_header_is_timed_out_and_retried() {
     // idle shorter than first_byte: the usual case, where Pingora's read
     // timeout, not the watchdog, ends the wait for the header.
     let extra = "    timeouts: { first_byte: 400ms, idle: 100ms }\n";
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "priority", &backends, extra)).await;
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "priority", &backends, extra)).await;
     let start = Instant::now();
     let (status, backend) = chat(&client(), &proxy.url("/v1/chat/completions"), "llama3")
         .await
@@ -543,7 +535,7 @@ async fn a_backend_silent_before_its_header_is_timed_out_and_retried() {
 
     // With no other backend, the client gets a 504.
     let backends = format!("      - {{ name: hung, url: \"{}\" }}\n", hung.url());
-    let proxy = Proxy::start(|addr| pool_yaml(addr, "round_robin", &backends, extra)).await;
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, extra)).await;
     let resp = client()
         .post(proxy.url("/v1/chat/completions"))
         .body(r#"{"model":"llama3"}"#)

@@ -22,12 +22,12 @@ fn event_times(chunks: &[(Duration, bytes::Bytes)]) -> Vec<(Duration, String)> {
 /// Streams `body` from `path` directly and through the proxy, and checks
 /// that the proxy delivers every event at the time the backend sent it.
 async fn compare(path: &str, body: &str) {
-    let backend = mock(
-        MockConfig::new("s0")
-            .ttft(Duration::from_millis(100))
-            .token_gap(Duration::from_millis(200))
-            .tokens(10),
-    )
+    let backend = mock(paced(
+        "s0",
+        Duration::from_millis(100),
+        Duration::from_millis(200),
+        10,
+    ))
     .await;
     let backends = backends_yaml(&[&backend], &[]);
     let proxy = Proxy::start(|addr| one_pool(addr, "round_robin", &backends)).await;
@@ -90,12 +90,12 @@ async fn ndjson_streams_line_by_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_headers_arrive_with_the_first_token_not_the_last() {
-    let backend = mock(
-        MockConfig::new("s0")
-            .ttft(Duration::from_millis(50))
-            .token_gap(Duration::from_millis(300))
-            .tokens(5),
-    )
+    let backend = mock(paced(
+        "s0",
+        Duration::from_millis(50),
+        Duration::from_millis(300),
+        5,
+    ))
     .await;
     let backends = backends_yaml(&[&backend], &[]);
     let proxy = Proxy::start(|addr| one_pool(addr, "round_robin", &backends)).await;

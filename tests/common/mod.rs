@@ -53,6 +53,45 @@ pub async fn mock(cfg: MockConfig) -> MockServer {
     MockServer::start(listener, cfg)
 }
 
+/// A mock that streams `tokens` tokens: the first after `ttft`, the rest
+/// `gap` apart.
+pub fn paced(name: &str, ttft: Duration, gap: Duration, tokens: usize) -> MockConfig {
+    MockConfig::new(name)
+        .ttft(ttft)
+        .token_gap(gap)
+        .tokens(tokens)
+}
+
+/// A streamed response's chunks joined as text.
+pub fn body_text(chunks: &[(Duration, bytes::Bytes)]) -> String {
+    chunks
+        .iter()
+        .map(|(_, c)| String::from_utf8_lossy(c).into_owned())
+        .collect()
+}
+
+/// One pool without active health checks (so only what the test does
+/// changes a backend's state), `extra` pool keys inserted as given.
+pub fn unchecked_pool(addr: SocketAddr, strategy: &str, backends: &str, extra: &str) -> String {
+    format!(
+        "server:\n  listen: [\"{addr}\"]\n  threads: 2\n\
+         pools:\n  chat:\n    strategy: {strategy}\n    health_check: {{ type: none }}\n{extra}\
+         \x20   backends:\n{backends}"
+    )
+}
+
+/// Sends raw bytes on a new connection and returns all that comes back
+/// before the server closes it.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(bytes).unwrap();
+    let mut answer = Vec::new();
+    let _ = raw.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Starts `n` mock backends named b0, b1, ... that answer at once, for
 /// tests that count requests rather than time them.
 pub async fn mocks(n: usize) -> Vec<MockServer> {
