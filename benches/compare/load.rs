@@ -151,6 +151,30 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Records one request that ended with `result` after `latency`, if it
+    /// falls in the measured window. Returns whether the connection is
+    /// still usable.
+    fn record(
+        &mut self,
+        result: &Result<(), impl Sized>,
+        counted: bool,
+        latency: Duration,
+    ) -> bool {
+        match result {
+            Ok(()) => {
+                if counted {
+                    self.ok += 1;
+                    self.latencies.push(latency);
+                }
+                true
+            }
+            Err(_) => {
+                self.errors += u64::from(counted);
+                false
+            }
+        }
+    }
+
     fn merge(&mut self, other: Outcome) {
         self.ok += other.ok;
         self.errors += other.errors;
@@ -184,16 +208,8 @@ pub async fn closed_loop(client: &Client, conns: usize, window: Window) -> Outco
                 let result = client.complete(s).await;
                 let done = Instant::now();
                 let counted = sent >= measure_from && done <= end;
-                match result {
-                    Ok(()) if counted => {
-                        out.ok += 1;
-                        out.latencies.push(done - sent);
-                    }
-                    Ok(()) => {}
-                    Err(_) => {
-                        out.errors += u64::from(counted);
-                        sender = None;
-                    }
+                if !out.record(&result, counted, done - sent) {
+                    sender = None;
                 }
             }
             out
@@ -244,16 +260,8 @@ pub async fn fixed_rate(client: &Client, conns: usize, rate: f64, window: Window
                     Some(s) => client.complete(s).await,
                     None => Err("connect failed".into()),
                 };
-                match result {
-                    Ok(()) if counted => {
-                        out.ok += 1;
-                        out.latencies.push(from.elapsed());
-                    }
-                    Ok(()) => {}
-                    Err(_) => {
-                        out.errors += u64::from(counted);
-                        sender = None;
-                    }
+                if !out.record(&result, counted, from.elapsed()) {
+                    sender = None;
                 }
             }
             out
