@@ -85,6 +85,11 @@ struct Args {
     /// two; `off`: no pinning.
     #[arg(long, default_value = "auto")]
     pin: String,
+    /// Workers of every proxy (Switchyard `threads`, nginx
+    /// `worker_processes`, HAProxy `nbthread`) [default: one per CPU the
+    /// proxies are pinned to; 2 when not pinning].
+    #[arg(long)]
+    workers: Option<usize>,
     /// Where to write the Markdown report.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results/latest.md"))]
     out: PathBuf,
@@ -169,6 +174,12 @@ fn run(args: Args) -> Result<(), String> {
         .streams
         .unwrap_or(if q { 2_000 } else { DEFAULT_STREAMS });
     let plan_cpus = CpuPlan::new(&args.pin, &procfs::allowed_cpus());
+    // A proxy gets a worker per CPU it runs on: more workers than CPUs
+    // would measure them taking turns on one CPU.
+    let workers = args
+        .workers
+        .unwrap_or_else(|| plan_cpus.proxy_cpus.as_ref().map_or(2, Vec::len))
+        .max(1);
     let plan = Plan {
         rounds: args.rounds.unwrap_or(if q { 2 } else { 3 }).max(1),
         window: Window {
@@ -185,6 +196,7 @@ fn run(args: Args) -> Result<(), String> {
         rate: args.rate,
         harness_cpus: plan_cpus.harness_cpus.clone(),
         proxy_cpus: plan_cpus.proxy_cpus.clone(),
+        workers,
     };
     // Before pinning, which would make this process see one CPU.
     let machine = procfs::machine();
@@ -221,6 +233,7 @@ fn run(args: Args) -> Result<(), String> {
         bin_dir: &bin_dir,
         max_conns: plan.streams + 256,
         nofile,
+        workers,
     };
     let mut results = Results::default();
     let mut running = Vec::new();
@@ -371,9 +384,10 @@ fn render(
          - CPUs: {pin}\n\
          - Versions: Switchyard {rev}, {nginx}, {haproxy}\n\
          - Rounds: {rounds} interleaved, figures are medians; windows {warm:?} warm-up + {measure:?} measured\n\
-         - Workers: Switchyard `threads: 2`, nginx `worker_processes 2`, HAProxy `nbthread 2`\n\
+         - Workers: Switchyard `threads: {w}`, nginx `worker_processes {w}`, HAProxy `nbthread {w}`\n\
          - Took {took:.0}s\n\n{table}",
         quick = if args.quick { " (quick mode)" } else { "" },
+        w = plan.workers,
         pin = cpus.text,
         nginx = first_line("nginx", &["-v"]),
         haproxy = first_line("haproxy", &["-v"]),

@@ -58,6 +58,8 @@ pub struct Plan {
     pub harness_cpus: Vec<usize>,
     /// CPUs the proxy is pinned to; `None` when not pinned.
     pub proxy_cpus: Option<Vec<usize>>,
+    /// Workers of each proxy.
+    pub workers: usize,
 }
 
 /// Counters read at the edges of a measured window.

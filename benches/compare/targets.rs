@@ -2,8 +2,8 @@
 //! HAProxy in front of it, each started as an unprivileged-style child
 //! process with its configuration in a temporary directory.
 //!
-//! The three proxies are configured alike on purpose: two workers (threads
-//! or processes), HTTP/1.1 keep-alive to the client and to the backend, no
+//! The three proxies are configured alike on purpose: the same number of
+//! workers (threads or processes, `--workers`), HTTP/1.1 keep-alive to the client and to the backend, no
 //! response buffering, no access log, no active health check, timeouts long
 //! enough for held streams. Where a proxy's defaults would make it reconnect
 //! or refuse in a way the others do not (nginx's 1,000-request keep-alive
@@ -63,6 +63,8 @@ pub struct Launch<'a> {
     pub max_conns: u64,
     /// Open-file limit the proxies inherit.
     pub nofile: u64,
+    /// Workers of each proxy: threads or processes.
+    pub workers: usize,
 }
 
 /// One measured target, running. Dropping it kills the proxy.
@@ -252,7 +254,7 @@ fn switchyard(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, St
     let text = format!(
         r#"server:
   listen: ["{addr}"]
-  threads: 2
+  threads: {workers}
   pid_file: "{dir}/switchyard.pid"
   upgrade_sock: "{dir}/upgrade.sock"
 pools:
@@ -268,6 +270,7 @@ routes:
 "#,
         dir = dir.display(),
         backend = launch.backend,
+        workers = launch.workers,
     );
     write(&conf, &text)?;
     let conf_s = conf.display().to_string();
@@ -285,7 +288,7 @@ fn nginx(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String>
     // all of them.
     let worker_conns = launch.max_conns * 2 + 64;
     let text = format!(
-        r#"worker_processes 2;
+        r#"worker_processes {workers};
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -320,6 +323,7 @@ http {{
 "#,
         nofile = launch.nofile,
         backend = launch.backend,
+        workers = launch.workers,
     );
     write(&conf, &text)?;
     let prefix = format!("{d}/");
@@ -356,7 +360,7 @@ fn haproxy(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, Strin
     let maxconn = (launch.max_conns + 64).min(launch.nofile.saturating_sub(100) / 2);
     let text = format!(
         r#"global
-    nbthread 2
+    nbthread {workers}
     maxconn {maxconn}
 
 defaults
@@ -377,6 +381,7 @@ backend be
     server mock {backend}
 "#,
         backend = launch.backend,
+        workers = launch.workers,
     );
     write(&conf, &text)?;
     let conf_s = conf.display().to_string();
