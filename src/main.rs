@@ -9,6 +9,14 @@ use switchyard::config::Config;
 use switchyard::server::{self, RunOptions};
 use switchyard::signals::{SignalWatch, UpgradeCommand};
 
+// jemalloc rather than glibc's malloc: Pingora allocates and frees buffers
+// of 16 to 64 KiB per request, which glibc answers by consolidating its free
+// lists each time (a tenth of the proxy's CPU at saturation). With jemalloc
+// a request costs less CPU and a held stream less resident memory
+// (`benches/`). The allocator has to be a static; it holds no state of ours.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // SIGHUP's default action ends the process, and Switchyard's handler is
     // only installed once Pingora's services run. Until then (startup, the
