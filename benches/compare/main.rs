@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - `main`: the command line, CPU pinning, the two runtimes, the report.
-//! - `targets`: starting direct / Switchyard / nginx / HAProxy.
+//! - `targets`: starting direct / Switchyard / Pingora / nginx / HAProxy.
+//! - `bare`: the bare Pingora proxy, this binary run with `--serve-pingora`.
 //! - `phases`: the five workloads, in interleaved rounds.
 //! - `load`: the load generator (hyper client connections).
 //! - `procfs`: CPU time, memory and machine facts from `/proc`.
@@ -21,6 +22,7 @@
 //! named `loadgen`), so the CPU each uses can be read per thread. The
 //! proxies are child processes.
 
+mod bare;
 mod load;
 mod phases;
 mod procfs;
@@ -75,7 +77,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,switchyard,nginx,haproxy"
+        default_value = "direct,switchyard,pingora,nginx,haproxy"
     )]
     targets: Vec<String>,
     /// Workloads to run, comma-separated: 1 (with 5), 2, 3, 4.
@@ -93,6 +95,12 @@ struct Args {
     /// Where to write the Markdown report.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results/latest.md"))]
     out: PathBuf,
+    /// Run as the bare Pingora proxy on this address, forwarding to
+    /// `--backend` (how the harness starts its `Pingora` target).
+    #[arg(long, hide = true, requires = "backend")]
+    serve_pingora: Option<SocketAddr>,
+    #[arg(long, hide = true)]
+    backend: Option<SocketAddr>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -150,6 +158,10 @@ impl CpuPlan {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let (Some(listen), Some(backend)) = (args.serve_pingora, args.backend) {
+        bare::serve(listen, backend, args.workers.unwrap_or(1));
+        return ExitCode::SUCCESS;
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -166,7 +166,7 @@ impl<'a> Bench<'a> {
                     self.add(
                         PROXY_CPU,
                         1,
-                        Ratios::NginxOnly,
+                        Ratios::BetweenProxies,
                         k,
                         cpu(s0.proxy, s1.proxy) * 1e6 / n,
                     );

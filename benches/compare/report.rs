@@ -15,10 +15,10 @@ use crate::targets::Kind;
 /// Which ratio columns a row fills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ratios {
-    /// Both: to direct and to nginx.
+    /// Both: to direct and between proxies.
     Both,
-    /// Only to nginx: the direct value is zero or not applicable.
-    NginxOnly,
+    /// Only between proxies: the direct value is zero or not applicable.
+    BetweenProxies,
     /// None: counts and settings, not performance.
     None,
 }
@@ -92,6 +92,8 @@ impl Results {
             .map(|k| (k, Kind::Direct))
             .chain([
                 (Kind::Switchyard, Kind::Nginx),
+                (Kind::Switchyard, Kind::Pingora),
+                (Kind::Pingora, Kind::Nginx),
                 (Kind::Haproxy, Kind::Nginx),
             ])
             .filter(|(a, b)| kinds.contains(a) && kinds.contains(b))
@@ -120,7 +122,7 @@ impl Results {
             for (a, b) in &ratio_cols {
                 let wanted = match row.ratios {
                     Ratios::Both => true,
-                    Ratios::NginxOnly => *b == Kind::Nginx,
+                    Ratios::BetweenProxies => *b != Kind::Direct,
                     Ratios::None => false,
                 };
                 match (wanted, value(*a), value(*b)) {

@@ -2,10 +2,10 @@
 //! HAProxy in front of it, each started as an unprivileged-style child
 //! process with its configuration in a temporary directory.
 //!
-//! The three proxies are configured alike on purpose: the same number of
-//! workers (threads or processes, `--workers`), HTTP/1.1 keep-alive to the client and to the backend, no
-//! response buffering, no access log, no active health check, timeouts long
-//! enough for held streams. Where a proxy's defaults would make it reconnect
+//! The proxies are configured alike on purpose: the same number of workers
+//! (threads or processes, `--workers`), HTTP/1.1 keep-alive to the client
+//! and to the backend, no response buffering, no access log, no active
+//! health check, timeouts long enough for held streams. Where a proxy's defaults would make it reconnect
 //! or refuse in a way the others do not (nginx's 1,000-request keep-alive
 //! limit, HAProxy's default connection cap), the configuration says so next
 //! to the setting.
@@ -26,17 +26,26 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum Kind {
     Direct,
     Switchyard,
+    /// Pingora alone: see `bare`.
+    Pingora,
     Nginx,
     Haproxy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Direct, Kind::Switchyard, Kind::Nginx, Kind::Haproxy];
+    pub const ALL: [Kind; 5] = [
+        Kind::Direct,
+        Kind::Switchyard,
+        Kind::Pingora,
+        Kind::Nginx,
+        Kind::Haproxy,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Kind::Direct => "direct",
             Kind::Switchyard => "Switchyard",
+            Kind::Pingora => "Pingora",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "HAProxy",
         }
@@ -76,6 +85,8 @@ pub struct Target {
     child: Option<Child>,
     /// The proxy's stderr/error log, shown when it fails.
     log: Option<PathBuf>,
+    /// Resident memory once listening, before any load, KiB.
+    pub rss_at_start: u64,
 }
 
 impl Target {
@@ -85,6 +96,7 @@ impl Target {
             addr: backend,
             child: None,
             log: None,
+            rss_at_start: 0,
         }
     }
 
@@ -96,6 +108,7 @@ impl Target {
         let (program, args, log) = match kind {
             Kind::Direct => return Ok(Target::direct(launch.backend)),
             Kind::Switchyard => switchyard(addr, &dir, launch)?,
+            Kind::Pingora => pingora(addr, &dir, launch)?,
             Kind::Nginx => nginx(addr, &dir, launch)?,
             Kind::Haproxy => haproxy(addr, &dir, launch)?,
         };
@@ -121,8 +134,10 @@ impl Target {
             addr,
             child: Some(child),
             log: Some(log),
+            rss_at_start: 0,
         };
         target.wait_listening()?;
+        target.rss_at_start = target.rss_kib();
         Ok(target)
     }
 
@@ -276,6 +291,21 @@ routes:
     let conf_s = conf.display().to_string();
     check(&program, &["-t", "-c", &conf_s])?;
     Ok((program, vec!["-c".into(), conf_s], dir.join("stderr.log")))
+}
+
+/// The harness itself, run again as the bare Pingora proxy (`bare`).
+fn pingora(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String> {
+    let program =
+        std::env::current_exe().map_err(|e| format!("cannot find the harness binary: {e}"))?;
+    let args = vec![
+        "--serve-pingora".into(),
+        addr.to_string(),
+        "--backend".into(),
+        launch.backend.to_string(),
+        "--workers".into(),
+        launch.workers.to_string(),
+    ];
+    Ok((program, args, dir.join("stderr.log")))
 }
 
 fn nginx(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String> {
