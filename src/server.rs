@@ -16,12 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Read buffer of each client connection. Pingora's default is 64 KiB, sized
-/// for TLS records; a chat request's header and body are a few KiB, and at
-/// thousands of open streams the buffer is most of the memory a connection
-/// costs (see the README's Performance section). A larger body just takes a
-/// few more reads.
-const CLIENT_READ_BUFFER: usize = 16 * 1024;
+/// Read buffer of each client connection: none. Pingora's default is a
+/// 64 KiB buffer in front of the socket, sized for TLS records; without it,
+/// Pingora reads a request's header straight into its header buffer and the
+/// body into its body buffer, which saves a copy per read, and at thousands
+/// of open streams the buffer was the largest part of a connection's memory
+/// (see the README's Performance section).
+const CLIENT_READ_BUFFER: usize = 0;
 
 /// How the process was started, beyond the configuration file.
 #[derive(Debug, Default, Clone)]
