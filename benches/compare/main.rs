@@ -390,7 +390,7 @@ fn render(
     );
     let w = plan.window;
     format!(
-        "# Switchyard vs nginx vs HAProxy\n\n\
+        "# Switchyard vs Pingora vs nginx vs HAProxy\n\n\
          - Command: `{command}`{quick}\n\
          - Machine: {machine}\n\
          - CPUs: {pin}\n\
