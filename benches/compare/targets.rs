@@ -1,14 +1,15 @@
-//! The things measured: the mock reached directly, and Switchyard, nginx and
-//! HAProxy in front of it, each started as an unprivileged-style child
-//! process with its configuration in a temporary directory.
+//! The things measured: the mock reached directly, and Switchyard, a bare
+//! Pingora proxy, nginx and HAProxy in front of it, each started as an
+//! unprivileged-style child process with its configuration in a temporary
+//! directory.
 //!
 //! The proxies are configured alike on purpose: the same number of workers
 //! (threads or processes, `--workers`), HTTP/1.1 keep-alive to the client
 //! and to the backend, no response buffering, no access log, no active
-//! health check, timeouts long enough for held streams. Where a proxy's defaults would make it reconnect
-//! or refuse in a way the others do not (nginx's 1,000-request keep-alive
-//! limit, HAProxy's default connection cap), the configuration says so next
-//! to the setting.
+//! health check, timeouts long enough for held streams. Where a proxy's
+//! defaults would make it reconnect or refuse in a way the others do not
+//! (nginx's 1,000-request keep-alive limit, HAProxy's default connection
+//! cap), the configuration says so next to the setting.
 
 use std::fmt::Write as _;
 use std::fs;
