@@ -213,7 +213,9 @@ impl BackgroundService for HealthService {
                 live.push(id);
                 let at = due.entry(id).or_insert(now);
                 if *at <= now && pool.begin_check() {
-                    *at = now + pool.spec.health.interval;
+                    *at = now
+                        .checked_add(pool.spec.health.interval)
+                        .unwrap_or(now + RESCAN);
                     let pool = pool.clone();
                     tokio::spawn(async move {
                         check_pool(pool.clone()).await;

@@ -129,9 +129,9 @@ impl BackgroundService for DiscoveryService {
             self.round(&mut failing).await;
             let refresh = self.state.load().config.models.refresh;
             // Wake early when a reload brings backends nobody has asked yet.
-            let deadline = tokio::time::Instant::now() + refresh;
+            let deadline = tokio::time::Instant::now().checked_add(refresh);
             while self.state.load().generation == generation
-                && tokio::time::Instant::now() < deadline
+                && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
             {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
