@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`raw`]: the file format, serde structs that mirror the YAML.
-//! - [`validate`]: checks every value and applies defaults, collecting all errors.
+//! - [`validate`]: checks every value against its range and applies
+//!   defaults, collecting all errors; one module per section of the file.
 //! - [`model`]: the checked types the rest of Switchyard uses.
 //!
 //! Parsing a string ([`Config::from_yaml`]) is separate from reading a file

@@ -40,8 +40,10 @@ impl Config {
     }
 }
 
-/// `server:`. These are applied at start (or binary upgrade); a reload that
-/// changes them warns and keeps the running values.
+/// `server:`. Most are applied at start (or binary upgrade); a reload that
+/// changes them warns and keeps the running values. `max_request_body` is
+/// read per request, so a reload applies it to new ones.
+/// Defaults and ranges: [`crate::config::validate::server`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     /// Addresses to accept clients on. Default `127.0.0.1:8080`.
@@ -62,7 +64,8 @@ pub struct ServerSettings {
     /// After the grace period, how long Pingora's runtimes get to stop
     /// before the process exits anyway. Default 5s.
     pub graceful_shutdown_timeout: Duration,
-    /// Idle upstream connections kept for reuse, process-wide. Default 1024.
+    /// Idle upstream connections kept for reuse, per worker thread (Pingora
+    /// multiplies it by `threads` for its process-wide pool). Default 1024.
     pub upstream_keepalive_pool_size: usize,
     /// Largest request body read to find its `model`; larger gets 413.
     /// Default 32 MiB.

@@ -3,8 +3,8 @@
 //! Nothing here is checked beyond YAML types. Every field is optional so that
 //! `validate` can name a missing key itself and apply the documented defaults
 //! in one place. Unknown keys are not rejected by serde but collected by
-//! `serde_ignored` in [`super::parse`], so that every one of them is reported,
-//! not only the first.
+//! `serde_ignored` in [`super::Config::from_yaml`], so that every one of them
+//! is reported, not only the first.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -1,4 +1,9 @@
 //! Every configuration error names its key path and the bad value.
+//!
+//! The general behaviour is here; each concern has its own file.
+
+mod bounds;
+mod server;
 
 use super::*;
 
@@ -31,6 +36,7 @@ routes:
   - { pool: chat }
 "#;
 
+/// Every error `yaml` gets, rendered as `switchyard -t` prints them.
 fn errors(yaml: &str) -> Vec<String> {
     match Config::from_yaml(yaml) {
         Ok(_) => panic!("expected errors for:\n{yaml}"),
@@ -38,6 +44,7 @@ fn errors(yaml: &str) -> Vec<String> {
     }
 }
 
+/// `yaml` is rejected, with `expected` among its errors.
 fn assert_error(yaml: &str, expected: &str) {
     let all = errors(yaml);
     assert!(
@@ -149,7 +156,7 @@ fn bad_values_name_path_and_value() {
     );
     assert_error(
         &GOOD.replace("interval: 5s", "interval: 0s"),
-        r#"pools.chat.health_check.interval: "0s" must be longer than zero"#,
+        r#"pools.chat.health_check.interval: "0s" is less than the minimum 100ms"#,
     );
     assert_error(
         &GOOD.replace("strategy: consistent_hash", "strategy: fastest"),
@@ -165,7 +172,7 @@ fn bad_values_name_path_and_value() {
     );
     assert_error(
         &GOOD.replace("threads: 2", "threads: 0"),
-        "server.threads: 0 must be at least 1",
+        "server.threads: 0 is less than the minimum 1",
     );
     assert_error(
         &GOOD.replace("regex: \"^deepseek\"", "regex: \"(\""),
@@ -173,7 +180,7 @@ fn bad_values_name_path_and_value() {
     );
     assert_error(
         &GOOD.replace("weight: 5", "weight: 5000"),
-        "pools.chat.backends[0].weight: 5000 is more than 1000",
+        "pools.chat.backends[0].weight: 5000 is more than the maximum 1000",
     );
 }
 

@@ -1,0 +1,127 @@
+//! `server:`: the process (listeners, threads, files, shutdown) and the
+//! largest request body.
+
+use super::Errors;
+use crate::config::model::ServerSettings;
+use crate::config::raw::RawServer;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// Loopback, so that a fresh install serves nobody else until the operator
+/// writes the address to expose.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Worker threads. More than 1024 is a typo, not a machine: each thread is a
+/// runtime with its own connections and upstream pool.
+pub const THREADS: RangeInclusive<usize> = 1..=1024;
+
+/// The directory systemd's `RuntimeDirectory=switchyard` creates when the
+/// service starts; the default PID file and upgrade socket live in it.
+pub const RUNTIME_DIR: &str = "/run/switchyard";
+
+/// In [`RUNTIME_DIR`], where systemd's `PIDFile=` looks for it.
+pub const DEFAULT_PID_FILE: &str = "/run/switchyard/switchyard.pid";
+
+/// In [`RUNTIME_DIR`], private to the service user.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/run/switchyard/upgrade.sock";
+
+/// Long enough for most generations in flight to finish on a stop or an
+/// upgrade; systemd's `TimeoutStopSec=90s` leaves room for it.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(60);
+
+/// `0s` stops at once. An hour is longer than any single generation, and a
+/// stop or upgrade that hangs longer than that looks like a hung service.
+pub const GRACE_PERIOD: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
+
+/// Pingora's runtimes stop in well under a second when nothing is left in
+/// flight; 5s is slack for a slow machine.
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pingora counts this in whole seconds, so less than 1s is 1s anyway; a
+/// runtime that has not stopped in 5 minutes will not.
+pub const GRACEFUL_SHUTDOWN_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(300);
+
+/// Enough idle connections per worker thread for a fleet of a few dozen
+/// backends under load, so requests rarely wait on a new TCP connection.
+pub const DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE: usize = 1024;
+
+/// Pingora multiplies this by `threads` and preallocates a table of that
+/// many entries (16 bytes each, plus hash-table slack): at 4096 and the
+/// largest `threads`, about 100 MB, as far as a typo should reach. `0`
+/// keeps no idle connection.
+pub const UPSTREAM_KEEPALIVE_POOL_SIZE: RangeInclusive<usize> = 0..=4096;
+
+/// Room for a long conversation with its system prompt, or a few images in
+/// base64, while bounding the memory a request can take.
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 32 << 20;
+
+/// A body read to find its model is held in memory whole, once per request
+/// in flight, so this times the concurrent requests is memory. 1 GiB is far
+/// above any prompt (a million tokens of text are a few MiB); less than 1 KiB
+/// refuses ordinary chat requests.
+pub const MAX_REQUEST_BODY: RangeInclusive<usize> = 1 << 10..=1 << 30;
+
+pub(super) fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
+    let default_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    ServerSettings {
+        listen: listen(errors, raw.listen),
+        threads: errors.count("server.threads", raw.threads, default_threads, &THREADS),
+        pid_file: raw.pid_file.unwrap_or_else(|| DEFAULT_PID_FILE.into()),
+        upgrade_sock: raw
+            .upgrade_sock
+            .unwrap_or_else(|| DEFAULT_UPGRADE_SOCK.into()),
+        error_log: raw.error_log,
+        grace_period: errors.duration(
+            "server.grace_period",
+            raw.grace_period.as_ref(),
+            DEFAULT_GRACE_PERIOD,
+            &GRACE_PERIOD,
+        ),
+        graceful_shutdown_timeout: errors.duration(
+            "server.graceful_shutdown_timeout",
+            raw.graceful_shutdown_timeout.as_ref(),
+            DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
+            &GRACEFUL_SHUTDOWN_TIMEOUT,
+        ),
+        upstream_keepalive_pool_size: errors.count(
+            "server.upstream_keepalive_pool_size",
+            raw.upstream_keepalive_pool_size,
+            DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE,
+            &UPSTREAM_KEEPALIVE_POOL_SIZE,
+        ),
+        work_stealing: raw.work_stealing.unwrap_or(false),
+        max_request_body: errors.size(
+            "server.max_request_body",
+            raw.max_request_body.as_ref(),
+            DEFAULT_MAX_REQUEST_BODY,
+            &MAX_REQUEST_BODY,
+        ),
+    }
+}
+
+fn listen(errors: &mut Errors, raw: Option<Vec<String>>) -> Vec<SocketAddr> {
+    let raw = raw.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]);
+    if raw.is_empty() {
+        errors.push("server.listen", "at least one address is required");
+    }
+    let mut seen = HashSet::new();
+    let mut listen = Vec::new();
+    for (i, text) in raw.iter().enumerate() {
+        let path = format!("server.listen[{i}]");
+        match text.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => errors.push(
+                path,
+                format!("{text:?} has port 0, which would listen on a random port"),
+            ),
+            Ok(addr) if !seen.insert(addr) => {
+                errors.push(path, format!("{text:?} is listed twice"));
+            }
+            Ok(addr) => listen.push(addr),
+            Err(_) => errors.push(path, format!("{text:?} is not an IP:port address")),
+        }
+    }
+    listen
+}
