@@ -41,8 +41,9 @@ impl Config {
 }
 
 /// `server:`. Most are applied at start (or binary upgrade); a reload that
-/// changes them warns and keeps the running values. `max_request_body` is
-/// read per request, so a reload applies it to new ones.
+/// changes them warns and keeps the running values. `max_request_body`,
+/// `timeouts`, `max_header_size` and `max_connections` are read per
+/// connection or per request, so a reload applies them to new ones.
 /// Defaults and ranges: [`crate::config::validate::server`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
@@ -74,6 +75,32 @@ pub struct ServerSettings {
     /// its own connections, as nginx's workers do, which measured a several
     /// times lower p99 at half load (see the README's Performance section).
     pub work_stealing: bool,
+    /// How long Switchyard waits on a client.
+    pub timeouts: ClientTimeouts,
+    /// Largest request header (request line and all header fields) a client
+    /// may send; more is refused. Default 32 KiB.
+    pub max_header_size: usize,
+    /// Client connections open at once; beyond it a new connection gets a
+    /// 503 and is closed. Default 16384.
+    pub max_connections: usize,
+}
+
+/// `server.timeouts`: how long Switchyard waits on a client, so that a slow
+/// or silent one cannot hold a connection (and its memory) for ever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientTimeouts {
+    /// The whole request header must arrive within this, counted from the
+    /// accept, or from the first byte of a kept-alive connection's next
+    /// request. Default 30s.
+    pub client_header: Duration,
+    /// Longest silence between two reads of a request body. Default 60s.
+    pub client_body: Duration,
+    /// Longest a write to the client may make no progress (nginx's
+    /// `send_timeout`). Default 60s.
+    pub client_send: Duration,
+    /// Idle time allowed between two requests on a client connection; zero
+    /// turns keep-alive off. Default 60s.
+    pub keepalive: Duration,
 }
 
 /// How a pool picks a backend.

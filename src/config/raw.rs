@@ -41,6 +41,18 @@ pub struct RawServer {
     pub upstream_keepalive_pool_size: Option<usize>,
     pub max_request_body: Option<String>,
     pub work_stealing: Option<bool>,
+    pub timeouts: Option<RawClientTimeouts>,
+    pub max_header_size: Option<String>,
+    pub max_connections: Option<usize>,
+}
+
+/// `server.timeouts:`: how long to wait on clients.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawClientTimeouts {
+    pub client_header: Option<String>,
+    pub client_body: Option<String>,
+    pub client_send: Option<String>,
+    pub keepalive: Option<String>,
 }
 
 /// `pools.NAME:`

@@ -46,6 +46,22 @@ const DURATIONS: &[(&str, Option<Breach>, Breach)] = &[
         ("6m", "5m"),
     ),
     (
+        "server.timeouts.client_header",
+        Some(("999ms", "1s")),
+        ("2h", "1h"),
+    ),
+    (
+        "server.timeouts.client_body",
+        Some(("0s", "1s")),
+        ("2h", "1h"),
+    ),
+    (
+        "server.timeouts.client_send",
+        Some(("1ms", "1s")),
+        ("2h", "1h"),
+    ),
+    ("server.timeouts.keepalive", None, ("2h", "1h")),
+    (
         "pools.chat.timeouts.connect",
         Some(("1ms", "10ms")),
         ("6m", "5m"),
@@ -135,6 +151,8 @@ fn a_duration_too_large_to_represent_is_above_the_maximum() {
 fn zero_is_allowed_only_where_it_means_something() {
     let c = Config::from_yaml(&set("server.grace_period", "0s")).unwrap();
     assert!(c.server.grace_period.is_zero());
+    let c = Config::from_yaml(&set("server.timeouts.keepalive", "0s")).unwrap();
+    assert!(c.server.timeouts.keepalive.is_zero());
 }
 
 /// Each key: a value below its minimum or `None`, the minimum, a value
@@ -142,6 +160,7 @@ fn zero_is_allowed_only_where_it_means_something() {
 const COUNTS: &[(&str, Option<usize>, usize)] = &[
     ("server.threads", Some(1), 1024),
     ("server.upstream_keepalive_pool_size", None, 4096),
+    ("server.max_connections", Some(1), 1_000_000),
     ("pools.chat.retries", None, 16),
     ("pools.chat.health_check.healthy_threshold", Some(1), 100),
     ("pools.chat.health_check.unhealthy_threshold", Some(1), 100),
@@ -198,4 +217,16 @@ fn sizes_have_a_range_named_in_their_error() {
     );
     let c = Config::from_yaml(&set(body, "1GiB")).unwrap();
     assert_eq!(c.server.max_request_body, 1 << 30);
+
+    let header = "server.max_header_size";
+    assert_error(
+        &set(header, "2MiB"),
+        &format!("{header}: \"2MiB\" is more than the maximum 1MiB"),
+    );
+    assert_error(
+        &set(header, "1000"),
+        &format!("{header}: \"1000\" is less than the minimum 1KiB"),
+    );
+    let c = Config::from_yaml(&set(header, "64KiB")).unwrap();
+    assert_eq!(c.server.max_header_size, 64 << 10);
 }

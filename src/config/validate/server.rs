@@ -1,9 +1,9 @@
 //! `server:`: the process (listeners, threads, files, shutdown) and the
-//! largest request body.
+//! limits on clients (timeouts, header and body sizes, connections).
 
 use super::Errors;
-use crate::config::model::ServerSettings;
-use crate::config::raw::RawServer;
+use crate::config::model::{ClientTimeouts, ServerSettings};
+use crate::config::raw::{RawClientTimeouts, RawServer};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -64,6 +64,53 @@ pub const DEFAULT_MAX_REQUEST_BODY: usize = 32 << 20;
 /// refuses ordinary chat requests.
 pub const MAX_REQUEST_BODY: RangeInclusive<usize> = 1 << 10..=1 << 30;
 
+/// From the accept (or from the first byte of a kept-alive connection's
+/// next request) to the end of the request header. A client on any network
+/// sends a header in well under a second; 30s only cuts off the ones that
+/// hold connections open on purpose.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest silence between two reads of a request body: a client uploading
+/// a large body over a slow link still sends something every minute.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest a write to the client may make no progress, like nginx's
+/// `send_timeout` (also 60s): a client that reads nothing for a minute has
+/// gone, and its stream holds a backend slot.
+pub const DEFAULT_CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Idle time between requests on a client connection: chat clients send
+/// their next request within seconds, and a minute spares them reconnecting
+/// while bounding what idle connections cost.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The client timeouts other than keep-alive. Under 1s cuts off clients on
+/// slow links; over an hour is no timeout at all.
+pub const CLIENT_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+
+/// Keep-alive: `0s` turns it off; over an hour idle is a leak.
+pub const KEEPALIVE_TIMEOUT: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
+
+/// Browsers and SDKs send a few KiB of headers; 32 KiB is what nginx takes
+/// by default (`large_client_header_buffers 4 8k`), room for large cookies
+/// and tokens, and a client cannot make a connection cost more.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 32 << 10;
+
+/// Under 1 KiB refuses ordinary requests. Pingora refuses any header over
+/// 1 MiB (less one byte) on its own, so a larger limit would mean nothing.
+pub const MAX_HEADER_SIZE: RangeInclusive<usize> = 1 << 10..=1 << 20;
+
+/// Client connections open at once. A held stream costs Switchyard about
+/// 48 KiB (README, Performance), so 16384 of them are under 1 GiB, and the
+/// systemd unit's `LimitNOFILE=262144` leaves room for as many upstream
+/// connections and more.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16384;
+
+/// At least one. Linux caps a process's descriptors at `fs.nr_open`,
+/// 1,048,576 by default, so a million connections is the most it could hold.
+pub const MAX_CONNECTIONS: RangeInclusive<usize> = 1..=1_000_000;
+
 pub(super) fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
     let default_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     ServerSettings {
@@ -99,6 +146,19 @@ pub(super) fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
             DEFAULT_MAX_REQUEST_BODY,
             &MAX_REQUEST_BODY,
         ),
+        timeouts: client_timeouts(errors, raw.timeouts.unwrap_or_default()),
+        max_header_size: errors.size(
+            "server.max_header_size",
+            raw.max_header_size.as_ref(),
+            DEFAULT_MAX_HEADER_SIZE,
+            &MAX_HEADER_SIZE,
+        ),
+        max_connections: errors.count(
+            "server.max_connections",
+            raw.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            &MAX_CONNECTIONS,
+        ),
     }
 }
 
@@ -124,4 +184,37 @@ fn listen(errors: &mut Errors, raw: Option<Vec<String>>) -> Vec<SocketAddr> {
         }
     }
     listen
+}
+
+fn client_timeouts(errors: &mut Errors, raw: RawClientTimeouts) -> ClientTimeouts {
+    let mut timeout = |key: &str, value: Option<String>, default, range| {
+        let path = format!("server.timeouts.{key}");
+        errors.duration(&path, value.as_ref(), default, range)
+    };
+    ClientTimeouts {
+        client_header: timeout(
+            "client_header",
+            raw.client_header,
+            DEFAULT_CLIENT_HEADER_TIMEOUT,
+            &CLIENT_TIMEOUT,
+        ),
+        client_body: timeout(
+            "client_body",
+            raw.client_body,
+            DEFAULT_CLIENT_BODY_TIMEOUT,
+            &CLIENT_TIMEOUT,
+        ),
+        client_send: timeout(
+            "client_send",
+            raw.client_send,
+            DEFAULT_CLIENT_SEND_TIMEOUT,
+            &CLIENT_TIMEOUT,
+        ),
+        keepalive: timeout(
+            "keepalive",
+            raw.keepalive,
+            DEFAULT_KEEPALIVE_TIMEOUT,
+            &KEEPALIVE_TIMEOUT,
+        ),
+    }
 }
