@@ -11,7 +11,7 @@
 //! the reason for its value, in the module of their section:
 //! - [`server`], `server:`: the process and the client side;
 //! - [`pools`], `pools.NAME`: timeouts, health check, circuit and queue;
-//! - [`backends`], `pools.NAME.backends`;
+//! - [`backends`], `pools.NAME.backends`: and what a pool may cost to build;
 //! - [`routes`], `routes`;
 //! - [`models`], `models:`.
 
@@ -182,6 +182,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         .into_iter()
         .map(|(name, p)| pools::pool(&mut errors, name, p))
         .collect();
+    backends::fleet_limits(&mut errors, &pools);
 
     let raw_routes = raw.routes.unwrap_or_default();
     let routes = if raw_routes.is_empty() {

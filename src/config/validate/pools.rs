@@ -192,6 +192,9 @@ pub(super) fn pool(errors: &mut Errors, name: String, raw: RawPool) -> PoolSpec 
     };
     let health = health(errors, &at, raw.health_check.unwrap_or_default());
     let backends = backends::backends(errors, &at, raw.backends.unwrap_or_default());
+    if matches!(strategy, Strategy::ConsistentHash(_)) {
+        backends::ring_limit(errors, &at, &backends);
+    }
     PoolSpec {
         name,
         strategy,

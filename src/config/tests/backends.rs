@@ -1,0 +1,86 @@
+//! What a pool, and the whole file, may cost to build.
+
+use super::*;
+
+/// `n` backends from `first` on, one YAML line each, at `weight`.
+fn backend_lines(first: usize, n: usize, weight: usize) -> String {
+    (first..first + n)
+        .map(|i| {
+            format!(
+                "      - {{ url: \"http://10.{}.{}.{}:8000\", weight: {weight} }}\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            )
+        })
+        .collect()
+}
+
+/// Pools `p0`, `p1`... of `n` backends each, with a route to each.
+fn pools(count: usize, n: usize, weight: usize, strategy: &str) -> String {
+    let mut yaml = String::from("pools:\n");
+    for p in 0..count {
+        yaml += &format!("  p{p}:\n    strategy: {strategy}\n");
+        if strategy == "consistent_hash" {
+            yaml += "    hash_key: path\n";
+        }
+        yaml += &format!("    backends:\n{}", backend_lines(p * n, n, weight));
+    }
+    yaml += "routes:\n";
+    for p in 0..count {
+        yaml += &format!("  - {{ path_prefix: /p{p}, pool: p{p} }}\n");
+    }
+    yaml
+}
+
+#[test]
+fn a_pool_has_at_most_1024_backends() {
+    assert!(Config::from_yaml(&pools(1, 1024, 1, "round_robin")).is_ok());
+    assert_error(
+        &pools(1, 1025, 1, "round_robin"),
+        "pools.p0.backends: 1025 backends is more than the maximum 1024 per pool",
+    );
+}
+
+#[test]
+fn the_file_has_at_most_4096_backends() {
+    assert!(Config::from_yaml(&pools(4, 1024, 1, "round_robin")).is_ok());
+    assert_error(
+        &pools(5, 1000, 1, "round_robin"),
+        "pools: 5000 backends in all is more than the maximum 4096",
+    );
+}
+
+#[test]
+fn a_ketama_ring_is_bounded_by_the_sum_of_its_weights() {
+    // The reload that once aborted the process on a 12.8 GB allocation.
+    assert_error(
+        &pools(1, 10_000, 1000, "consistent_hash"),
+        "pools.p0.backends: 10000 backends is more than the maximum 1024 per pool",
+    );
+    assert_error(
+        &pools(1, 11, 1000, "consistent_hash"),
+        "pools.p0.backends: the weights add up to 11000, more than the maximum 10000 \
+         for strategy consistent_hash (160 ring points per unit of weight: \
+         1.6 million points, 12.8 MB)",
+    );
+    // Other strategies expand weights 2 bytes a unit: no such limit.
+    assert!(Config::from_yaml(&pools(1, 1024, 1000, "round_robin")).is_ok());
+}
+
+#[test]
+fn the_largest_ring_accepted_is_built() {
+    let config = Config::from_yaml(&pools(1, 10, 1000, "consistent_hash")).unwrap();
+    let pool = crate::pool::Pool::detached(config.pools[0].clone());
+    assert_eq!(pool.upstreams().len(), 10);
+}
+
+#[test]
+fn the_rings_of_a_file_are_bounded_together() {
+    assert!(Config::from_yaml(&pools(2, 10, 1000, "consistent_hash")).is_ok());
+    assert_error(
+        &pools(3, 10, 1000, "consistent_hash"),
+        "pools: the weights of the consistent_hash pools add up to 30000, more than the \
+         maximum 20000 (160 ring points per unit of weight: 3.2 million points, 25.6 MB)",
+    );
+}
