@@ -1,4 +1,5 @@
-//! What a pool, and the whole file, may cost to build.
+//! What a pool, and the whole file, may cost to build; backends that are
+//! Switchyard itself.
 
 use super::*;
 
@@ -83,4 +84,55 @@ fn the_rings_of_a_file_are_bounded_together() {
         "pools: the weights of the consistent_hash pools add up to 30000, more than the \
          maximum 20000 (160 ring points per unit of weight: 3.2 million points, 25.6 MB)",
     );
+}
+
+/// One pool with `backend`, Switchyard listening on `listen`.
+fn looped(listen: &str, backend: &str) -> Result<Config, ConfigErrors> {
+    Config::from_yaml(&format!(
+        "server:\n  listen: [\"{listen}\"]\npools:\n  a:\n    backends:\n      \
+         - {{ url: \"http://10.0.0.1:8000\" }}\n      - {{ url: \"{backend}\" }}\n"
+    ))
+}
+
+#[test]
+fn a_backend_that_is_our_own_listener_is_refused() {
+    for (listen, backend) in [
+        ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("0.0.0.0:8080", "http://127.0.0.1:8080"),
+        ("0.0.0.0:8080", "http://localhost:8080"),
+        ("[::]:8080", "http://[::1]:8080"),
+        ("[::]:8080", "http://0.0.0.0:8080"),
+        ("127.0.0.1:8080", "http://0.0.0.0:8080"),
+        ("10.0.0.5:80", "http://10.0.0.5"),
+    ] {
+        let errors = looped(listen, backend).expect_err(backend).0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "pools.a.backends[1].url");
+        assert!(
+            errors[0]
+                .message
+                .starts_with(&format!("{backend:?} is Switchyard's own listener")),
+            "{}",
+            errors[0]
+        );
+    }
+    assert_eq!(
+        looped("0.0.0.0:8080", "http://127.0.0.1:8080")
+            .unwrap_err()
+            .to_string(),
+        "pools.a.backends[1].url: \"http://127.0.0.1:8080\" is Switchyard's own listener \
+         0.0.0.0:8080 (server.listen): requests would loop back into the proxy",
+    );
+}
+
+#[test]
+fn another_host_or_port_is_not_our_listener() {
+    for (listen, backend) in [
+        ("0.0.0.0:8080", "http://10.0.0.2:8080"),
+        ("127.0.0.1:8080", "http://127.0.0.1:8081"),
+        ("10.0.0.5:8080", "http://127.0.0.1:8080"),
+        ("127.0.0.1:8080", "http://10.0.0.2:8080"),
+    ] {
+        assert!(looped(listen, backend).is_ok(), "{listen} {backend}");
+    }
 }

@@ -50,7 +50,12 @@ pub const MAX_RING_WEIGHT: usize = 10_000;
 /// the new ones, so the peak is twice that.
 pub const MAX_TOTAL_RING_WEIGHT: usize = 20_000;
 
-pub(super) fn backends(errors: &mut Errors, at: &str, raw: Vec<RawBackend>) -> Vec<BackendSpec> {
+pub(super) fn backends(
+    errors: &mut Errors,
+    at: &str,
+    raw: Vec<RawBackend>,
+    listen: &[SocketAddr],
+) -> Vec<BackendSpec> {
     if raw.is_empty() {
         errors.push(format!("{at}.backends"), "at least one backend is required");
         return Vec::new();
@@ -84,6 +89,15 @@ pub(super) fn backends(errors: &mut Errors, at: &str, raw: Vec<RawBackend>) -> V
                 format!("{url:?} is the same backend as {at}.backends[{first}]"),
             );
             continue;
+        }
+        if let Some(own) = listen.iter().find(|l| same_socket(**l, addr)) {
+            errors.push(
+                format!("{path}.url"),
+                format!(
+                    "{url:?} is Switchyard's own listener {own} (server.listen): \
+                     requests would loop back into the proxy"
+                ),
+            );
         }
         let weight = errors.count(&format!("{path}.weight"), b.weight, DEFAULT_WEIGHT, &WEIGHT);
         let kind = match b.kind.as_deref() {
@@ -134,6 +148,18 @@ pub(super) fn backends(errors: &mut Errors, at: &str, raw: Vec<RawBackend>) -> V
         );
     }
     out
+}
+
+/// Whether a connection to `backend` would reach the listener `listen`: the
+/// same address, or the same port where one side is unspecified (`0.0.0.0`,
+/// `[::]`: every local address) and the other is loopback or unspecified
+/// (connecting to `0.0.0.0` reaches the local host).
+fn same_socket(listen: SocketAddr, backend: SocketAddr) -> bool {
+    let local = |a: SocketAddr| a.ip().is_loopback() || a.ip().is_unspecified();
+    listen.port() == backend.port()
+        && (listen.ip() == backend.ip()
+            || (listen.ip().is_unspecified() && local(backend))
+            || (backend.ip().is_unspecified() && local(listen)))
 }
 
 /// The sum of a `consistent_hash` pool's weights: see [`MAX_RING_WEIGHT`].

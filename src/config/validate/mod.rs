@@ -180,7 +180,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     let pools: Vec<PoolSpec> = raw_pools
         .into_iter()
-        .map(|(name, p)| pools::pool(&mut errors, name, p))
+        .map(|(name, p)| pools::pool(&mut errors, name, p, &server.listen))
         .collect();
     backends::fleet_limits(&mut errors, &pools);
 

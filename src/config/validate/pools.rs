@@ -4,6 +4,7 @@
 use super::{backends, Errors};
 use crate::config::model::*;
 use crate::config::raw::{RawHealthCheck, RawPool};
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -101,7 +102,12 @@ pub const QUEUE_MAX: RangeInclusive<usize> = 0..=100_000;
 pub const QUEUE_TIMEOUT: RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(3600);
 
-pub(super) fn pool(errors: &mut Errors, name: String, raw: RawPool) -> PoolSpec {
+pub(super) fn pool(
+    errors: &mut Errors,
+    name: String,
+    raw: RawPool,
+    listen: &[SocketAddr],
+) -> PoolSpec {
     let at = format!("pools.{name}");
     if name.is_empty()
         || !name
@@ -191,7 +197,7 @@ pub(super) fn pool(errors: &mut Errors, name: String, raw: RawPool) -> PoolSpec 
         }
     };
     let health = health(errors, &at, raw.health_check.unwrap_or_default());
-    let backends = backends::backends(errors, &at, raw.backends.unwrap_or_default());
+    let backends = backends::backends(errors, &at, raw.backends.unwrap_or_default(), listen);
     if matches!(strategy, Strategy::ConsistentHash(_)) {
         backends::ring_limit(errors, &at, &backends);
     }
