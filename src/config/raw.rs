@@ -117,13 +117,29 @@ pub struct RawBackend {
     pub max_in_flight: Option<usize>,
 }
 
-/// `routes[i]:`
+/// `routes[i]:`. A condition is `Some(None)` when its key is written with
+/// no value (`header:` alone, or `~`), which must be an error rather than
+/// no condition: a route whose only condition vanished is a catch-all that
+/// shadows every route after it.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawRoute {
-    pub path_prefix: Option<String>,
-    pub header: Option<RawHeaderMatch>,
-    pub model: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub path_prefix: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub header: Option<Option<RawHeaderMatch>>,
+    #[serde(default, deserialize_with = "present")]
+    pub model: Option<Option<String>>,
     pub pool: Option<String>,
+}
+
+/// Tells a key written with a null value (`Some(None)`) from a missing one
+/// (`None`, through `#[serde(default)]`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// `routes[i].header:`

@@ -4,6 +4,7 @@
 
 mod backends;
 mod bounds;
+mod routes;
 mod server;
 
 use super::*;
