@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`raw`]: the file format, serde structs that mirror the YAML.
+//! - [`duplicates`]: keys given twice, found before the raw structs are filled.
 //! - [`validate`]: checks every value against its range and applies
 //!   defaults, collecting all errors; one module per section of the file.
 //! - [`model`]: the checked types the rest of Switchyard uses.
@@ -10,6 +11,7 @@
 //! Parsing a string ([`Config::from_yaml`]) is separate from reading a file
 //! ([`Config::load`]) so tests need no files.
 
+pub mod duplicates;
 pub mod model;
 pub mod raw;
 pub mod validate;
@@ -77,6 +79,11 @@ impl Config {
 
     /// Parses and validates a configuration held in a string.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
+        // Which of two values was meant is anyone's guess: report, do not pick.
+        let duplicates = duplicates::find(text);
+        if !duplicates.is_empty() {
+            return Err(ConfigErrors(duplicates));
+        }
         let mut unknown = Vec::new();
         let deserializer = serde_yaml::Deserializer::from_str(text);
         // `Option` so that an empty file is an empty config, not a type error.

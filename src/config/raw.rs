@@ -4,7 +4,8 @@
 //! `validate` can name a missing key itself and apply the documented defaults
 //! in one place. Unknown keys are not rejected by serde but collected by
 //! `serde_ignored` in [`super::Config::from_yaml`], so that every one of them
-//! is reported, not only the first.
+//! is reported, not only the first; duplicate keys are found before these
+//! structs are filled ([`super::duplicates`]).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 
 mod backends;
 mod bounds;
+mod duplicates;
 mod routes;
 mod server;
 
