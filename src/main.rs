@@ -61,6 +61,18 @@ fn main() -> ExitCode {
         }
     };
     if args.test {
+        // Only here: a running server's reload must not depend on the disk.
+        let problems = config.check_paths();
+        if !problems.is_empty() {
+            eprintln!(
+                "switchyard: configuration {} is invalid:",
+                args.config.display()
+            );
+            for e in &problems {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
         println!(
             "switchyard: configuration {} is valid",
             args.config.display()

@@ -7,12 +7,15 @@
 //! - [`validate`]: checks every value against its range and applies
 //!   defaults, collecting all errors; one module per section of the file.
 //! - [`model`]: the checked types the rest of Switchyard uses.
+//! - `paths`: [`Config::check_paths`], the directories the server's files go
+//!   in; the one check that reads the disk, run by `switchyard -t`.
 //!
 //! Parsing a string ([`Config::from_yaml`]) is separate from reading a file
 //! ([`Config::load`]) so tests need no files.
 
 pub mod duplicates;
 pub mod model;
+mod paths;
 pub mod raw;
 pub mod validate;
 
