@@ -13,6 +13,14 @@
 //! addresses), so a number reused by another connection is never touched.
 //! The watchdog is disarmed before the connection can return to the
 //! keep-alive pool.
+//!
+//! It measures the backend's silence only. When a client reads its stream
+//! slowly, Pingora stops reading the backend until the client catches up,
+//! and no chunk arrives although the backend is sending: the deadline
+//! passes with the backend's bytes waiting unread in the socket. The
+//! watchdog looks (`FIONREAD`) before firing and, finding bytes there,
+//! grants another period instead: a slow client is its own timeout's
+//! business (`server.timeouts.client_send`), never the backend's fault.
 
 use std::mem::ManuallyDrop;
 use std::net::{Shutdown, TcpStream};
@@ -36,6 +44,9 @@ struct Shared {
     /// to an earlier time must wake it; a later one (every body chunk) need
     /// not, which keeps the per-chunk cost to two atomic operations.
     sleeping_until_ms: AtomicU64,
+    /// The last allowance given (`start`'s or `reset`'s), in milliseconds:
+    /// what a deadline is extended by while the backend's bytes wait unread.
+    period_ms: AtomicU64,
     wake: Notify,
 }
 
@@ -56,10 +67,24 @@ fn identity_of(fd: RawFd) -> std::io::Result<Identity> {
     with_socket(fd, |s| Ok((s.local_addr()?, s.peer_addr()?)))
 }
 
+/// Whether the socket behind `fd` holds received bytes nobody has read.
+fn has_unread(fd: RawFd) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int; on a descriptor that is not a socket
+    // it fails and `n` stays 0.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    rc == 0 && n > 0
+}
+
+/// Milliseconds, saturated below the "disarmed" marker.
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128 - 1) as u64
+}
+
 impl Shared {
     /// `after` from now, in the unit of `deadline_ms`.
     fn ms_after(&self, after: Duration) -> u64 {
-        ((Instant::now() - self.base + after).as_millis()).min(u64::MAX as u128 - 1) as u64
+        millis((Instant::now() - self.base).saturating_add(after))
     }
 }
 
@@ -76,10 +101,11 @@ impl Watchdog {
         let identity = identity_of(fd)?;
         let base = Instant::now();
         let shared = Arc::new(Shared {
-            deadline_ms: AtomicU64::new(first.as_millis().min(u64::MAX as u128 - 1) as u64),
+            deadline_ms: AtomicU64::new(millis(first)),
             base,
             fired: AtomicBool::new(false),
             sleeping_until_ms: AtomicU64::new(u64::MAX),
+            period_ms: AtomicU64::new(millis(first)),
             wake: Notify::new(),
         });
         let watchdog_shared = shared.clone();
@@ -91,8 +117,23 @@ impl Watchdog {
                     // Disarmed for good: drop the duplicate now.
                     return;
                 }
-                let at = shared.base + Duration::from_millis(deadline);
+                let Some(at) = shared.base.checked_add(Duration::from_millis(deadline)) else {
+                    return;
+                };
                 if Instant::now() >= at {
+                    if has_unread(fd) {
+                        // Not silence: the proxy has not read what came.
+                        let period =
+                            Duration::from_millis(shared.period_ms.load(Ordering::Acquire));
+                        let next = shared.ms_after(period);
+                        let _ = shared.deadline_ms.compare_exchange(
+                            deadline,
+                            next,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                        continue;
+                    }
                     if identity_of(fd).is_ok_and(|now| now == identity) {
                         shared.fired.store(true, Ordering::Release);
                         with_socket(fd, |s| s.shutdown(Shutdown::Both)).ok();
@@ -111,6 +152,9 @@ impl Watchdog {
 
     /// Moves the deadline to `after` from now.
     pub fn reset(&self, after: Duration) {
+        self.shared
+            .period_ms
+            .store(millis(after), Ordering::Release);
         let ms = self.shared.ms_after(after);
         self.shared.deadline_ms.store(ms, Ordering::Release);
         if ms < self.shared.sleeping_until_ms.load(Ordering::Acquire) {
@@ -195,6 +239,24 @@ mod tests {
         other_server.write_all(b"ok").await.unwrap();
         let mut buf = [0u8; 2];
         other.read_exact(&mut buf).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unread_bytes_are_not_silence() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, mut server) = pair().await;
+        // The peer has sent, the owner is not reading (a slow client
+        // downstream): the deadline passes several times over.
+        server.write_all(b"pending").await.unwrap();
+        let dog = Watchdog::start(client.as_raw_fd(), Duration::from_millis(30)).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!dog.fired(), "fired with the backend's bytes unread");
+        // Once read, silence counts again.
+        let mut buf = [0u8; 7];
+        client.read_exact(&mut buf).await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+        assert!(dog.fired());
     }
 
     #[tokio::test]
