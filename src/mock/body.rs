@@ -32,22 +32,41 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> MockBody {
         .boxed_unsync()
 }
 
+/// Where a failing stream is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// After this many whole token chunks.
+    Between(usize),
+    /// After this many whole token chunks and half of the next.
+    Within(usize),
+}
+
+impl Cut {
+    fn after(self) -> usize {
+        match self {
+            Cut::Between(n) | Cut::Within(n) => n,
+        }
+    }
+}
+
 /// A stream of `gen.tokens` token chunks `gap` apart, then the dialect's
-/// terminator. With `cut_after: Some(n)`, the connection is cut after
-/// `min(n, tokens)` chunks instead, before any terminator.
+/// terminator. With `cut: Some(..)`, the connection is cut after
+/// `min(n, tokens)` chunks instead (and half a chunk, for `Cut::Within`),
+/// before any terminator.
 ///
 /// The first chunk is produced immediately: the caller has already waited
 /// the time to first token before sending the response head.
 pub(crate) fn token_stream(
     gen: Generation,
     gap: Duration,
-    cut_after: Option<usize>,
+    cut: Option<Cut>,
     stats: Arc<MockStats>,
     in_flight: InFlight,
 ) -> MockBody {
     let state = State {
         step: Step::Token(0),
-        cut_after: cut_after.map(|n| n.min(gen.tokens)),
+        cut_after: cut.map(|c| c.after().min(gen.tokens)),
+        half: matches!(cut, Some(Cut::Within(_))),
         gen,
         gap,
         guard: StreamGuard {
@@ -74,6 +93,8 @@ struct State {
     gen: Generation,
     gap: Duration,
     cut_after: Option<usize>,
+    /// At the cut, send half of the next chunk first.
+    half: bool,
     guard: StreamGuard,
 }
 
@@ -82,6 +103,12 @@ type Item = Result<Frame<Bytes>, io::Error>;
 async fn next_frame(mut st: State) -> Option<(Item, State)> {
     loop {
         match st.step {
+            Step::Token(i) if st.cut_after == Some(i) && st.half => {
+                st.half = false;
+                let chunk = st.gen.chunk(i);
+                let half = chunk.slice(..chunk.len() / 2);
+                return Some((Ok(Frame::data(half)), st));
+            }
             Step::Token(i) if st.cut_after == Some(i) => {
                 // Return pending once so hyper flushes the chunks already
                 // written before it sees the error and drops the connection.

@@ -47,11 +47,20 @@ pub enum Failure {
         /// Token chunks written before the connection is cut.
         after_tokens: usize,
     },
+    /// As `DropMidStream`, but the cut falls in the middle of the next
+    /// token's event (or NDJSON line): half of it is sent first. A backend
+    /// whose process dies between two writes of one event.
+    SplitMidEvent {
+        /// Whole token chunks written before the half one.
+        after_tokens: usize,
+    },
 }
 
 /// The error of parsing a [`Failure`] from its command-line spelling.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid failure mode {0:?}: expected none, a status code 100-599, hang, or drop:N")]
+#[error(
+    "invalid failure mode {0:?}: expected none, a status code 100-599, hang, drop:N or split:N"
+)]
 pub struct ParseFailureError(String);
 
 impl FromStr for Failure {
@@ -66,7 +75,10 @@ impl FromStr for Failure {
             "none" | "" => Ok(Failure::None),
             "hang" => Ok(Failure::Hang),
             _ => {
-                if let Some(n) = t.strip_prefix("drop:") {
+                if let Some(n) = t.strip_prefix("split:") {
+                    let after_tokens = n.trim().parse().map_err(|_| err())?;
+                    Ok(Failure::SplitMidEvent { after_tokens })
+                } else if let Some(n) = t.strip_prefix("drop:") {
                     let after_tokens = n.trim().parse().map_err(|_| err())?;
                     Ok(Failure::DropMidStream { after_tokens })
                 } else {
@@ -87,6 +99,7 @@ impl fmt::Display for Failure {
             Failure::Status(code) => write!(f, "{code}"),
             Failure::Hang => f.write_str("hang"),
             Failure::DropMidStream { after_tokens } => write!(f, "drop:{after_tokens}"),
+            Failure::SplitMidEvent { after_tokens } => write!(f, "split:{after_tokens}"),
         }
     }
 }

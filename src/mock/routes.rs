@@ -107,7 +107,7 @@ pub(crate) async fn handle(
             return std::future::pending().await;
         }
         Failure::Status(code) => return Ok(backend.failure(code)),
-        Failure::None | Failure::DropMidStream { .. } => {}
+        Failure::None | Failure::DropMidStream { .. } | Failure::SplitMidEvent { .. } => {}
     }
 
     backend
@@ -196,7 +196,8 @@ impl Backend {
             started,
         };
         let cut_after = match cfg.failure {
-            Failure::DropMidStream { after_tokens } => Some(after_tokens),
+            Failure::DropMidStream { after_tokens } => Some(body::Cut::Between(after_tokens)),
+            Failure::SplitMidEvent { after_tokens } => Some(body::Cut::Within(after_tokens)),
             _ => None,
         };
         pause(cfg.ttft).await;
