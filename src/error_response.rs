@@ -66,7 +66,31 @@ impl ApiError {
         ApiError::new(status, kind, code, message)
     }
 
-    /// Writes the whole response to the client.
+    /// The whole response as HTTP/1.1 bytes, for answers written straight
+    /// to a client connection outside Pingora's HTTP layer (a refused
+    /// connection, a header too large or too slow). The connection closes
+    /// after it.
+    pub fn raw_response(&self) -> Bytes {
+        let body = self.body();
+        let reason = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let mut head = format!(
+            "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n",
+            self.status,
+            body.len()
+        );
+        if let Some(secs) = self.retry_after {
+            head.push_str(&format!("retry-after: {secs}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&body);
+        Bytes::from(out)
+    }
+
     /// Writes the whole response to the client and closes the connection
     /// afterwards, since a request refused early may have left its body
     /// unread.
@@ -106,6 +130,23 @@ mod tests {
         assert_eq!(v["error"]["message"], "no route for /x");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "no_route");
+    }
+
+    #[test]
+    fn raw_response_is_complete_http() {
+        let mut e = ApiError::new(503, "server_error", "too_many_connections", "busy");
+        e.retry_after = Some(1);
+        let raw = e.raw_response();
+        let text = std::str::from_utf8(&raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("retry-after: 1"), "{head}");
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "too_many_connections");
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //! - [`models`]: which backend serves which model; the request's model.
 //! - [`request_body`]: reading a body whole to route on its model.
 //! - [`replay`]: forwarding a body read before the backend was chosen.
+//! - [`edge`]: client connections: their count, header and keep-alive limits.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`watchdog`]: the first-byte and idle timeouts of a response.
 //! - [`error_response`]: OpenAI-style JSON errors.
+//! - [`metrics`]: the counters Switchyard keeps, passed in by `Arc`.
 //! - [`reload`]: SIGHUP re-reads the configuration.
 //! - [`drain`]: shutdown that ends with the last request in flight.
 //! - [`signals`]: QUIT, TERM, INT and USR2 (upgrade from inside the service).
@@ -31,9 +33,11 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod drain;
+pub mod edge;
 pub mod error_response;
 pub mod health;
 pub mod least_conn;
+pub mod metrics;
 pub mod mock;
 pub mod models;
 pub mod pool;

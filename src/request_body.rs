@@ -19,6 +19,10 @@ const MODEL_PATHS: [&str; 9] = [
     "/api/show",
 ];
 
+/// The most reserved for a body before its bytes arrive: a typical chat
+/// request fits, and a larger one grows its buffer as it is read.
+const INITIAL_CAPACITY: usize = 64 << 10;
+
 /// Whether this request must name a model in its body.
 pub fn names_a_model(method: &http::Method, path: &str) -> bool {
     method == http::Method::POST && MODEL_PATHS.contains(&path.trim_end_matches('/'))
@@ -37,22 +41,34 @@ pub enum BodyError {
 /// a body read this early only from its 64 KiB retry buffer; when the body
 /// was larger, the session is wrapped so the whole body is forwarded.
 pub async fn read_all(session: &mut Session, max: usize) -> Result<Bytes, BodyError> {
+    // The declared length was checked against `max` with the request.
     let declared = session
         .req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(BodyError::TooLarge);
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        // The client waits for a go-ahead before sending the body that
+        // Switchyard needs to route it.
+        session.write_continue_response().await.map_err(|mut e| {
+            e.as_down();
+            BodyError::Client(e)
+        })?;
     }
     session.enable_retry_buffering();
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(max));
-    while let Some(chunk) = session
-        .read_request_body()
-        .await
-        .map_err(BodyError::Client)?
-    {
+    // Grown as bytes arrive: a client that declares 32 MiB and sends
+    // nothing must not get 32 MiB reserved for it.
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(INITIAL_CAPACITY));
+    while let Some(chunk) = session.read_request_body().await.map_err(|mut e| {
+        e.as_down();
+        BodyError::Client(e)
+    })? {
         if body.len() + chunk.len() > max {
             return Err(BodyError::TooLarge);
         }

@@ -3,7 +3,9 @@
 
 use crate::config::Config;
 use crate::drain::{DrainService, InFlight};
+use crate::edge::EdgeApp;
 use crate::health::HealthService;
+use crate::metrics::Metrics;
 use crate::models::discovery::DiscoveryService;
 use crate::proxy::Switchyard;
 use crate::reload::{ReloadService, Reloader};
@@ -12,6 +14,7 @@ use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,11 +72,15 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     let settings = config.server.clone();
     let state = SharedState::new(config);
     let in_flight = Arc::new(InFlight::default());
+    let metrics = Arc::new(Metrics::default());
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let proxy = pingora_proxy::http_proxy(
         &server.configuration,
-        Switchyard::new(state.clone(), in_flight.clone()),
-        "switchyard proxy",
+        Switchyard::new(state.clone(), in_flight.clone(), metrics.clone()),
+    );
+    let mut proxy = Service::new(
+        "switchyard proxy".to_string(),
+        EdgeApp::new(proxy, state.clone(), metrics),
     );
     for addr in &listen {
         let buffers = L4BufferSettings::default().read(CLIENT_READ_BUFFER);

@@ -119,36 +119,52 @@ async fn a_stream_that_dies_ends_with_an_error_in_its_own_format() {
     )
     .await;
     let backends = backends_yaml(&[&dying], &[]);
-    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, "")).await;
+    // Four dying streams in a row must not open the backend's circuit.
+    let extra = "    circuit: { consecutive_failures: 10 }\n";
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, extra)).await;
+    // Cut between two events, then in the middle of one: either way the
+    // error starts on an event boundary of its own.
+    for failure in [
+        Failure::DropMidStream { after_tokens: 3 },
+        Failure::SplitMidEvent { after_tokens: 3 },
+    ] {
+        dying.set_failure(failure);
 
-    // SSE: three tokens, then an OpenAI error event, then a clean end.
-    let (status, chunks) = stream_chunks(&client(), &proxy.url("/v1/chat/completions"), SSE).await;
-    assert_eq!(status, 200);
-    let text = body_text(&chunks);
-    let events: Vec<&str> = text
-        .split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .collect();
-    assert_eq!(events.len(), 4, "{text}");
-    let last: serde_json::Value =
-        serde_json::from_str(events[3].trim_start_matches("data: ")).unwrap();
-    assert_eq!(last["error"]["type"], "server_error", "{text}");
-    assert!(!text.contains("[DONE]"));
+        // SSE: three tokens, then an OpenAI error event, then a clean end.
+        let (status, chunks) =
+            stream_chunks(&client(), &proxy.url("/v1/chat/completions"), SSE).await;
+        assert_eq!(status, 200);
+        let text = body_text(&chunks);
+        let events: Vec<&str> = text
+            .split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .collect();
+        assert_eq!(events.len(), 4, "{failure}: {text}");
+        for event in &events {
+            let json = event.strip_prefix("data: ").expect("a data event");
+            serde_json::from_str::<serde_json::Value>(json)
+                .unwrap_or_else(|e| panic!("{failure}: {e} in {event:?}"));
+        }
+        let last: serde_json::Value =
+            serde_json::from_str(events[3].trim_start_matches("data: ")).unwrap();
+        assert_eq!(last["error"]["type"], "server_error", "{text}");
+        assert!(!text.contains("[DONE]"));
 
-    // NDJSON: three lines, then {"error": ...}. Pingora 0.9 never keeps a
-    // client connection after an upstream error, so the first stream's
-    // connection is closed behind its clean end; a new client keeps this
-    // request from racing that close.
-    let (status, chunks) =
-        stream_chunks(&client(), &proxy.url("/api/chat"), r#"{"model":"llama3"}"#).await;
-    assert_eq!(status, 200);
-    let text = body_text(&chunks);
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 4, "{text}");
-    assert!(lines[3]["error"].is_string(), "{text}");
+        // NDJSON: three lines, then {"error": ...}. Pingora 0.9 never keeps a
+        // client connection after an upstream error, so the first stream's
+        // connection is closed behind its clean end; a new client keeps this
+        // request from racing that close.
+        let (status, chunks) =
+            stream_chunks(&client(), &proxy.url("/api/chat"), r#"{"model":"llama3"}"#).await;
+        assert_eq!(status, 200);
+        let text = body_text(&chunks);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{failure}: {e} in {l:?}")))
+            .collect();
+        assert_eq!(lines.len(), 4, "{failure}: {text}");
+        assert!(lines[3]["error"].is_string(), "{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,12 @@ pub struct RequestCtx {
     pub(super) stream: Option<StreamFormat>,
     /// The current attempt's upstream socket, for the watchdog.
     pub(super) upstream_fd: Option<std::os::unix::io::RawFd>,
+    /// `server.max_request_body` when the request started.
+    pub(super) max_body: usize,
+    /// Request body bytes forwarded so far.
+    pub(super) body_bytes: usize,
+    /// The unfinished event of a streamed response, held back.
+    pub(super) framer: super::framing::Framer,
 }
 
 /// A streamed response's format.

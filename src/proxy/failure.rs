@@ -19,6 +19,24 @@ pub(super) fn error_for(e: &Error, timed_out: bool, pool: &str) -> Option<ApiErr
         }
         return Some(api);
     }
+    if *e.esource() == ErrorSource::Downstream {
+        return match e.etype() {
+            // The client stalled while sending its body: its timeout, not
+            // the backend's.
+            ErrorType::ReadTimedout => Some(ApiError::new(
+                408,
+                "invalid_request_error",
+                "request_timeout",
+                "the request body stopped arriving (server.timeouts.client_body)",
+            )),
+            // Gone, or no longer reading: there is nobody to answer.
+            ErrorType::WriteError
+            | ErrorType::WriteTimedout
+            | ErrorType::ReadError
+            | ErrorType::ConnectionClosed => None,
+            _ => Some(ApiError::from_status(400, "malformed request")),
+        };
+    }
     if timed_out
         || matches!(
             e.etype(),
@@ -38,10 +56,7 @@ pub(super) fn error_for(e: &Error, timed_out: bool, pool: &str) -> Option<ApiErr
             api.code = "backend_error";
             Some(api)
         }
-        ErrorSource::Downstream => match e.etype() {
-            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
-            _ => Some(ApiError::from_status(400, "malformed request")),
-        },
+        ErrorSource::Downstream => None,
         ErrorSource::Internal | ErrorSource::Unset => {
             Some(ApiError::from_status(500, "internal error"))
         }
@@ -94,6 +109,11 @@ mod tests {
         assert_eq!(error_for(&e, false, "a").unwrap().status, 502);
         assert_eq!(error_for(&e, true, "a").unwrap().status, 504);
         let e = Error::new_down(ErrorType::ConnectionClosed);
+        assert!(error_for(&e, false, "a").is_none());
+        let e = Error::new_down(ErrorType::ReadTimedout);
+        let api = error_for(&e, true, "a").unwrap();
+        assert_eq!((api.status, api.code), (408, "request_timeout"));
+        let e = Error::new_down(ErrorType::WriteTimedout);
         assert!(error_for(&e, false, "a").is_none());
     }
 }

@@ -10,18 +10,25 @@
 //! - [`choose`]: the request's model, the backend for each attempt, and the
 //!   model lists Switchyard answers itself.
 //! - [`failure`]: what the client gets when something fails.
+//! - [`framing`]: streamed responses passed on whole events at a time.
 //! - [`headers`]: hop-by-hop headers.
+//! - [`policy`]: what a request must look like, and the `Via` it gets.
 
 mod choose;
 mod ctx;
 mod failure;
+mod framing;
 mod headers;
+mod policy;
 
 pub use choose::MODEL_HEADER;
 pub use ctx::{RequestCtx, StreamFormat};
+pub use policy::Via;
 
 use crate::drain::InFlight;
+use crate::edge;
 use crate::error_response::ApiError;
+use crate::metrics::Metrics;
 use crate::models::lists::ListKind;
 use crate::request_body::names_a_model;
 use crate::state::SharedState;
@@ -53,11 +60,20 @@ pub struct Switchyard {
     state: Arc<SharedState>,
     /// Every request holds a count here, so shutdown can end with the last.
     in_flight: Arc<InFlight>,
+    metrics: Arc<Metrics>,
+    /// This process's `Via` entry: added to every forwarded request, and
+    /// the sign of a request that has looped back.
+    via: Via,
 }
 
 impl Switchyard {
-    pub fn new(state: Arc<SharedState>, in_flight: Arc<InFlight>) -> Self {
-        Switchyard { state, in_flight }
+    pub fn new(state: Arc<SharedState>, in_flight: Arc<InFlight>, metrics: Arc<Metrics>) -> Self {
+        Switchyard {
+            state,
+            in_flight,
+            metrics,
+            via: Via::new(),
+        }
     }
 }
 
@@ -83,11 +99,45 @@ impl ProxyHttp for Switchyard {
             permit: None,
             stream: None,
             upstream_fd: None,
+            max_body: usize::MAX,
+            body_bytes: 0,
+            framer: Default::default(),
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The header has been read: the connection layer stops holding the
+        // client to header limits, and lets the response through.
+        if let Some(conn) = edge::conn_of(session) {
+            conn.request_started();
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.state.load_full();
+        let client = &snapshot.config.server.timeouts;
+        // Pingora applies these to each read of the request body and each
+        // write of the response: a client that stalls its upload, or stops
+        // reading its answer, is dropped and frees what it held.
+        session.set_read_timeout(Some(client.client_body));
+        session.set_write_timeout(Some(client.client_send));
+        if session.req_header().version == http::Version::HTTP_10 {
+            // 1xx answers do not exist in HTTP/1.0.
+            session.set_ignore_info_resp(true);
+        }
+        let max_body = snapshot.config.server.max_request_body;
+        if let Err(api) = policy::check(session.req_header(), &self.via, max_body) {
+            if api.code == "loop_detected" {
+                self.metrics.loops_refused.inc();
+            }
+            refuse(session, &api).await?;
+            return Ok(true);
+        }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         if let Some(kind) = ListKind::of(&method, &path) {
@@ -96,16 +146,11 @@ impl ProxyHttp for Switchyard {
         }
         if names_a_model(&method, &path) {
             if let Err(api) = read_model(session, ctx, &snapshot).await? {
-                api.send(session).await?;
-                if api.status == 413 {
-                    // Read (and drop) what the client is still sending, for
-                    // a while, so it gets to read the answer instead of a
-                    // broken pipe, as nginx's lingering close does.
-                    let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
-                }
+                refuse(session, &api).await?;
                 return Ok(true);
             }
         }
+        ctx.max_body = max_body;
         let Some(index) = snapshot
             .router
             .route(session.req_header(), ctx.model.as_deref())
@@ -203,6 +248,15 @@ impl ProxyHttp for Switchyard {
         for name in hop_by_hop(&upstream_request.headers, upgrade) {
             upstream_request.remove_header(&name);
         }
+        // httpoxy: a `Proxy` header becomes HTTP_PROXY in CGI-style
+        // backends and redirects their outgoing requests.
+        upstream_request.remove_header("proxy");
+        upstream_request.append_header(http::header::VIA, self.via.entry())?;
+        if ctx.body.is_some() {
+            // Switchyard has read the body (and answered `100 Continue`
+            // itself): the backend gets it whole, with nothing to confirm.
+            upstream_request.remove_header(&http::header::EXPECT);
+        }
         if let Some(body) = &ctx.upstream_body {
             if upstream_request
                 .headers
@@ -227,12 +281,54 @@ impl ProxyHttp for Switchyard {
         if let (Some(renamed), Some(_)) = (&ctx.upstream_body, body.as_ref()) {
             *body = Some(renamed.clone());
         }
+        // A body that declared no length (chunked) is held to the same
+        // limit as one that did, on every path.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len());
+        if ctx.body.is_none() && ctx.body_bytes > ctx.max_body {
+            let api = policy::too_large(ctx.max_body);
+            // The client's doing, never the backend's.
+            let mut e = Error::explain(ErrorType::HTTPStatus(api.status), api.message);
+            e.as_down();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(format) = ctx.stream {
+            *body = ctx.framer.pass(format, body.take(), end_of_stream);
+        }
+        Ok(None)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if session.req_header().version == http::Version::HTTP_10 {
+            // HTTP/1.0 has no chunked encoding: a body of unknown length
+            // ends with the connection.
+            if response
+                .remove_header(&http::header::TRANSFER_ENCODING)
+                .is_some()
+            {
+                session.set_keepalive(None);
+            }
+        }
         Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -248,6 +344,28 @@ impl ProxyHttp for Switchyard {
             }
         }
         let upgrade = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        let asked = session
+            .req_header()
+            .headers
+            .contains_key(http::header::UPGRADE);
+        if upgrade && !asked {
+            // Never a raw tunnel the client did not ask for.
+            ctx.backend_failed();
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                "the backend switched protocols on a request that did not ask to",
+            );
+        }
+        if policy::header_size(&upstream_response.headers) > policy::MAX_UPSTREAM_HEADER {
+            ctx.backend_failed();
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                format!(
+                    "the backend's response header is larger than {} bytes",
+                    policy::MAX_UPSTREAM_HEADER
+                ),
+            );
+        }
         for name in hop_by_hop(&upstream_response.headers, upgrade) {
             upstream_response.remove_header(&name);
         }
@@ -402,11 +520,26 @@ impl ProxyHttp for Switchyard {
             // Complete, including responses without a body to end.
             None => ctx.backend_succeeded(),
             Some(e) => {
+                if *e.esource() == ErrorSource::Downstream && *e.etype() == ErrorType::WriteTimedout
+                {
+                    self.metrics.client_send_timeouts.inc();
+                }
                 let status = session.response_written().map_or(0, |r| r.status.as_u16());
                 debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
             }
         }
     }
+}
+
+/// Sends a refusal. After a 413, what the client is still sending is read
+/// (and dropped) for a while, so it gets to read the answer instead of a
+/// broken pipe, as nginx's lingering close does.
+async fn refuse(session: &mut Session, api: &ApiError) -> Result<()> {
+    api.send(session).await?;
+    if api.status == 413 {
+        let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
+    }
+    Ok(())
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by inference

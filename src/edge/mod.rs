@@ -1,0 +1,180 @@
+//! The client side of the edge: what a connection may cost before, between
+//! and around its requests.
+//!
+//! An edge proxy is judged by what a few hostile or careless clients can do
+//! to it. Pingora, left to its defaults, lets a connection idle between
+//! requests for ever, reads a header for as long as it keeps trickling in,
+//! and accepts connections without bound. [`EdgeApp`] stands between
+//! Pingora's listener and its HTTP proxy: it refuses connections beyond
+//! `server.max_connections` with a 503, wraps every other one in an
+//! [`EdgeStream`] that holds the header to its size and time and the idle
+//! connection to its keep-alive, and runs the connection's requests one
+//! after another, telling the stream when one ends.
+//!
+//! # Layout
+//! - [`stream`]: the wrapped connection, its phases and limits.
+
+mod stream;
+
+pub use stream::{Conn, EdgeLimits, EdgeStream};
+
+use crate::config::ServerSettings;
+use crate::error_response::ApiError;
+use crate::metrics::Metrics;
+use crate::proxy::Switchyard;
+use crate::state::SharedState;
+use async_trait::async_trait;
+use log::warn;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::{HttpProxy, Session};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long a refused connection is given to read its 503 (and how long
+/// what it sent is read and dropped, so that closing does not reset the
+/// connection before the answer is read).
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// The connection layer in front of the proxy.
+pub struct EdgeApp {
+    proxy: Arc<HttpProxy<Switchyard>>,
+    state: Arc<SharedState>,
+    metrics: Arc<Metrics>,
+    /// When the last refusal was logged, as seconds since the Unix epoch: a
+    /// flood of refusals logs one line a second, not one per connection.
+    last_refusal_log: AtomicU64,
+}
+
+impl EdgeApp {
+    pub fn new(
+        proxy: HttpProxy<Switchyard>,
+        state: Arc<SharedState>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        EdgeApp {
+            proxy: Arc::new(proxy),
+            state,
+            metrics,
+            last_refusal_log: AtomicU64::new(0),
+        }
+    }
+
+    /// Answers a connection beyond `max_connections` and closes it.
+    async fn refuse(&self, mut stream: Stream, max: usize) {
+        self.metrics.connections_refused.inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.last_refusal_log.swap(now, Ordering::Relaxed) != now {
+            warn!(
+                "refusing connections: {max} are open (server.max_connections); \
+                 refused so far: {}, latest from {:?}",
+                self.metrics.connections_refused.get(),
+                stream::peer(&stream)
+            );
+        }
+        let mut api = ApiError::new(
+            503,
+            "server_error",
+            "too_many_connections",
+            "the proxy has too many open connections; retry shortly",
+        );
+        api.retry_after = Some(1);
+        let answer = async {
+            stream.write_all(&api.raw_response()).await?;
+            stream.flush().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
+    }
+}
+
+/// The limits a new connection is held to.
+fn limits(server: &ServerSettings) -> EdgeLimits {
+    EdgeLimits {
+        header_timeout: server.timeouts.client_header,
+        keepalive: server.timeouts.keepalive,
+        max_header_size: server.max_header_size,
+    }
+}
+
+/// Pingora's keep-alive setting for a configured idle time: whole seconds,
+/// `None` to close after each response. (Pingora reads `Some(0)` as "for
+/// ever"; the stream enforces the exact time.)
+fn keepalive_secs(keepalive: Duration) -> Option<u64> {
+    (!keepalive.is_zero()).then(|| keepalive.as_secs_f64().ceil() as u64)
+}
+
+/// Counts an open connection for as long as it lives.
+struct OpenGuard<'a>(&'a Metrics);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
+    }
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let server = self.state.load().config.server.clone();
+        self.metrics.connections_open.inc();
+        let _open = OpenGuard(&self.metrics);
+        if self.metrics.connections_open.get() > server.max_connections as u64 {
+            self.refuse(stream, server.max_connections).await;
+            return None;
+        }
+        let keepalive = keepalive_secs(server.timeouts.keepalive);
+        let stream: Stream = Box::new(EdgeStream::new(
+            stream,
+            limits(&server),
+            self.metrics.clone(),
+        ));
+        // Pingora's own loop over a connection's requests (HTTP/1.1; TLS
+        // and HTTP/2 are not served yet), with the stream told when a
+        // request has ended.
+        let mut session = ServerSession::new_http1(stream);
+        loop {
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            } else {
+                session.set_keepalive(keepalive);
+            }
+            // Requests sent back to back without waiting (pipelining) are
+            // answered in order rather than dropped.
+            session.set_pipelining_enabled(true);
+            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            let (stream, settings) = reused.consume();
+            if let Some(edge) = (*stream).as_any().downcast_ref::<EdgeStream>() {
+                edge.conn().idle();
+            }
+            session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await
+    }
+}
+
+/// The connection state behind a proxied request's session, when the
+/// request came through [`EdgeApp`].
+pub fn conn_of(session: &Session) -> Option<&Conn> {
+    let stream = session.downstream_session.stream()?;
+    let edge = (**stream).as_any().downcast_ref::<EdgeStream>()?;
+    Some(edge.conn())
+}
