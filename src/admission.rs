@@ -17,15 +17,22 @@
 //! `least_conn::InFlightSlot`); whatever releases a slot calls
 //! [`PoolQueue::notify_released`].
 //!
-//! Fairness is strict FIFO: while anyone waits, a newcomer queues behind
-//! them instead of trying, and only the waiter at the head tries when woken.
-//! Whenever the head leaves the queue, whether served, timed out or
-//! cancelled because its client went away, it wakes the next waiter, so a
-//! wake-up is never lost with a waiter that no longer needs it and a burst
-//! of releases serves one waiter after another. The price of strictness is
-//! head-of-line blocking: a head that can only use some of the backends
-//! (a retry that must avoid those it tried) holds up the waiters behind it
-//! until one of those frees.
+//! Fairness is FIFO per key (Switchyard keys on the request's model, which
+//! decides the backends it can use): while requests with the same key
+//! wait, a newcomer queues behind them instead of trying, and only the
+//! first waiter of each key tries when woken. A request for another model
+//! does not wait behind them: its backends may be idle while theirs are
+//! full, and a request that can be served now never waits behind one that
+//! cannot. A release wakes the first waiter of every key. Whenever a first
+//! waiter leaves the queue, whether served, timed out or cancelled because
+//! its client went away, it wakes the next one of its key, so a wake-up is
+//! never lost with a waiter that no longer needs it and a burst of releases
+//! serves one waiter after another. Within a key the price of strictness is
+//! head-of-line blocking: a first waiter that can only use some of the
+//! backends (a retry that must avoid those it tried) holds up the waiters
+//! behind it until one of those frees. Across keys, a newcomer may take a
+//! slot that a woken waiter of another key was about to try for, when both
+//! can use the same backend; that waiter tries again at the next release.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -79,6 +86,8 @@ impl QueueError {
 /// One queued request.
 struct Waiter {
     ticket: u64,
+    /// Requests with the same key wait in FIFO order among themselves.
+    key: Box<str>,
     /// Notified when this waiter is at the head and should try again.
     /// `Notify` keeps a permit if the waiter is not listening yet, which is
     /// what makes a wake-up between its try and its wait count.
@@ -92,9 +101,19 @@ struct Waiters {
 }
 
 impl Waiters {
-    fn wake_head(&self) {
-        if let Some(head) = self.queue.front() {
-            head.wake.notify_one();
+    /// The first waiter with `key`.
+    fn head_of(&self, key: &str) -> Option<&Waiter> {
+        self.queue.iter().find(|w| &*w.key == key)
+    }
+
+    /// Wakes the first waiter of every key.
+    fn wake_heads(&self) {
+        let mut woken: Vec<&str> = Vec::new();
+        for w in &self.queue {
+            if !woken.contains(&&*w.key) {
+                woken.push(&w.key);
+                w.wake.notify_one();
+            }
         }
     }
 }
@@ -142,14 +161,15 @@ impl PoolQueue {
     }
 
     /// A slot of the pool was released (or more capacity appeared: a
-    /// backend came back, a reload raised a cap): the head waiter tries
-    /// again. Cheap when nobody waits; call it from the slot guard's `Drop`.
+    /// backend came back, a reload raised a cap): the first waiter of each
+    /// key tries again. Cheap when nobody waits; call it from the slot
+    /// guard's `Drop`.
     pub fn notify_released(&self) {
         // Every request releases a slot: without waiters, skip the lock.
         if self.is_empty() {
             return;
         }
-        self.lock().wake_head();
+        self.lock().wake_heads();
     }
 
     /// Admits a request: returns what `try_acquire` returned once it
@@ -157,8 +177,9 @@ impl PoolQueue {
     ///
     /// `try_acquire` should pick a backend with a free slot and take the
     /// slot, or return `None` when every candidate is at its cap. It is
-    /// called at once if nobody waits, otherwise only once this request has
-    /// reached the head of the queue, and again after each release. To fail
+    /// called at once if nobody with the same `key` waits, otherwise only
+    /// once this request is the first of its key in the queue, and again
+    /// after each release. To fail
     /// without waiting (no healthy backend at all, so no release will come),
     /// make `T` a `Result` and return `Some(Err(..))`.
     ///
@@ -166,20 +187,21 @@ impl PoolQueue {
     /// it had received to the next waiter.
     pub async fn wait<T>(
         &self,
+        key: &str,
         mut try_acquire: impl FnMut() -> Option<T>,
     ) -> Result<T, QueueError> {
-        if self.is_empty() {
+        if self.is_empty() || self.lock().head_of(key).is_none() {
             if let Some(admitted) = try_acquire() {
                 return Ok(admitted);
             }
         }
-        let place = self.enqueue()?;
+        let place = self.enqueue(key)?;
         let timeout = tokio::time::sleep(self.spec.timeout);
         tokio::pin!(timeout);
         loop {
             // A release between the failed try above and this point either
             // found us queued (and left a permit) or is seen by this try.
-            if self.is_head(place.ticket) {
+            if self.is_head(key, place.ticket) {
                 if let Some(admitted) = try_acquire() {
                     return Ok(admitted);
                 }
@@ -193,7 +215,7 @@ impl PoolQueue {
         }
     }
 
-    fn enqueue(&self) -> Result<Place<'_>, QueueError> {
+    fn enqueue(&self, key: &str) -> Result<Place<'_>, QueueError> {
         let mut waiters = self.lock();
         if waiters.queue.len() >= self.spec.max {
             return Err(QueueError::Full);
@@ -205,6 +227,7 @@ impl PoolQueue {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         waiters.queue.push_back(Waiter {
             ticket,
+            key: key.into(),
             wake: wake.clone(),
         });
         Ok(Place {
@@ -214,11 +237,8 @@ impl PoolQueue {
         })
     }
 
-    fn is_head(&self, ticket: u64) -> bool {
-        self.lock()
-            .queue
-            .front()
-            .is_some_and(|w| w.ticket == ticket)
+    fn is_head(&self, key: &str, ticket: u64) -> bool {
+        self.lock().head_of(key).is_some_and(|w| w.ticket == ticket)
     }
 }
 
@@ -236,15 +256,20 @@ impl Drop for Place<'_> {
         let Some(index) = waiters.queue.iter().position(|w| w.ticket == self.ticket) else {
             return;
         };
-        waiters.queue.remove(index);
+        let Some(left) = waiters.queue.remove(index) else {
+            return;
+        };
         self.queue
             .waiting
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        // Only the head is ever woken, so only a departing head can take a
-        // wake-up with it; the next one tries in its place. If the head was
-        // served, there may be capacity for the next one too.
-        if index == 0 {
-            waiters.wake_head();
+        // Only the first of a key is ever woken, so only a departing first
+        // can take a wake-up with it; the next of its key tries in its
+        // place. If it was served, there may be capacity for that one too.
+        let was_first = !waiters.queue.iter().take(index).any(|w| w.key == left.key);
+        if was_first {
+            if let Some(next) = waiters.head_of(&left.key) {
+                next.wake.notify_one();
+            }
         }
     }
 }
@@ -299,7 +324,7 @@ mod tests {
         who: usize,
     ) -> JoinHandle<Result<usize, QueueError>> {
         let (queue, slots) = (queue.clone(), slots.clone());
-        tokio::spawn(async move { queue.wait(|| slots.take(who)).await })
+        tokio::spawn(async move { queue.wait("", || slots.take(who)).await })
     }
 
     /// Lets the spawned tasks run until `cond` holds; time does not move.
@@ -340,7 +365,7 @@ mod tests {
     async fn free_slot_admits_at_once() {
         let (queue, slots) = setup(4);
         slots.give(&queue, 1);
-        assert_eq!(queue.wait(|| slots.take(7)).now_or_never(), Some(Ok(7)));
+        assert_eq!(queue.wait("", || slots.take(7)).now_or_never(), Some(Ok(7)));
         assert!(queue.is_empty());
     }
 
@@ -374,12 +399,12 @@ mod tests {
     async fn full_queue_refuses() {
         let (queue, slots) = setup(2);
         let _handles = queue_up(&queue, &slots, 2).await;
-        let third = queue.wait(|| slots.take(9)).now_or_never();
+        let third = queue.wait("", || slots.take(9)).now_or_never();
         assert_eq!(third, Some(Err(QueueError::Full)));
         // With queueing off, a busy pool refuses at once.
         let (queue, slots) = setup(0);
         assert_eq!(
-            queue.wait(|| slots.take(0)).now_or_never(),
+            queue.wait("", || slots.take(0)).now_or_never(),
             Some(Err(QueueError::Full))
         );
     }
@@ -388,7 +413,7 @@ mod tests {
     async fn waiting_times_out() {
         let (queue, slots) = setup(2);
         let start = Instant::now();
-        let result = queue.wait(|| slots.take(0)).await;
+        let result = queue.wait("", || slots.take(0)).await;
         assert_eq!(result, Err(QueueError::TimedOut));
         assert_eq!(start.elapsed(), Duration::from_secs(30));
         assert!(queue.is_empty());
@@ -433,11 +458,54 @@ mod tests {
         let handles = queue_up(&queue, &slots, 1).await;
         // A slot frees; before waiter 0 runs, a newcomer arrives.
         slots.give(&queue, 1);
-        let newcomer = queue.wait(|| slots.take(1)).now_or_never();
+        let newcomer = queue.wait("", || slots.take(1)).now_or_never();
         assert_eq!(newcomer, None, "the newcomer must queue");
         assert_eq!(slots.free.load(Ordering::SeqCst), 1);
         for h in handles {
             assert_eq!(h.await.ok(), Some(Ok(0)));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_key_does_not_wait_behind_a_queue() {
+        let (queue, slots) = setup(8);
+        // Waiter 0 wants model x, whose backends are all busy.
+        let x = {
+            let (queue, slots) = (queue.clone(), slots.clone());
+            tokio::spawn(async move { queue.wait("x", || slots.take(0)).await })
+        };
+        until(|| queue.len() == 1).await;
+        // A request for y whose backend is free is admitted at once...
+        let y = queue.wait("y", || Some(1)).now_or_never();
+        assert_eq!(y, Some(Ok(1)));
+        // ...while another request for x queues behind the first.
+        slots.free.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(queue.wait("x", || slots.take(2)).now_or_never(), None);
+        queue.notify_released();
+        assert_eq!(x.await.ok(), Some(Ok(0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_wakes_the_first_of_every_key() {
+        let (queue, slots) = setup(8);
+        let mut handles = Vec::new();
+        for (who, key) in [(0, "x"), (1, "x"), (2, "y")] {
+            let (q, s) = (queue.clone(), slots.clone());
+            handles.push(tokio::spawn(
+                async move { q.wait(key, || s.take(who)).await },
+            ));
+            until(|| queue.len() == who + 1).await;
+        }
+        // Two slots free: the first x and the first y are served, not the
+        // two x waiters in a row.
+        slots.give(&queue, 2);
+        until(|| slots.order().len() == 2).await;
+        let mut order = slots.order();
+        order.sort();
+        assert_eq!(order, vec![0, 2]);
+        slots.give(&queue, 1);
+        for h in handles {
+            assert!(matches!(h.await, Ok(Ok(_))));
         }
     }
 
@@ -448,7 +516,7 @@ mod tests {
         // queue is still empty, so nobody is woken for it.
         let mut tries = 0;
         let result = queue
-            .wait(|| {
+            .wait("", || {
                 tries += 1;
                 let got = slots.take(0);
                 if tries == 1 {

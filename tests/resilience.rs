@@ -310,6 +310,65 @@ async fn a_capped_backend_queues_then_refuses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_for_one_model_does_not_hold_up_another() {
+    // Model x lives on one backend that serves one request at a time and
+    // takes 5 s to answer; model y on another, idle.
+    let slow = mock(
+        MockConfig::new("slow")
+            .models(["x"])
+            .ttft(Duration::from_secs(5))
+            .tokens(1),
+    )
+    .await;
+    let fast = mock(
+        MockConfig::new("fast")
+            .models(["y"])
+            .ttft(Duration::ZERO)
+            .tokens(1),
+    )
+    .await;
+    let backends = format!(
+        "      - {{ name: slow, url: \"{}\", max_in_flight: 1, models: [x] }}\n\
+         \x20     - {{ name: fast, url: \"{}\", models: [y] }}\n",
+        slow.url(),
+        fast.url()
+    );
+    let extra = "    queue: { max: 1, timeout: 30s }\n";
+    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, extra)).await;
+    let url = proxy.url("/v1/chat/completions");
+    let first = {
+        let url = url.clone();
+        tokio::spawn(async move { chat(&client(), &url, "x").await })
+    };
+    let stats = slow.stats();
+    wait_until(DEADLINE, "the first x request to hold the slot", || {
+        let stats = stats.clone();
+        async move { stats.in_flight() == 1 }
+    })
+    .await;
+    // More x requests until one is refused: then one is queued for sure.
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    wait_until(DEADLINE, "an x request to be queued", || {
+        let (quick, url) = (quick.clone(), url.clone());
+        async move { chat(&quick, &url, "x").await.is_ok_and(|(s, _)| s == 429) }
+    })
+    .await;
+    // A request for y does not wait behind the x queue.
+    let start = Instant::now();
+    let (status, backend) = chat(&client(), &url, "y").await.unwrap();
+    let took = start.elapsed();
+    assert_eq!((status, backend.as_str()), (200, "fast"));
+    assert!(
+        took < Duration::from_secs(3),
+        "a request for an idle model waited {took:?} behind another model's queue"
+    );
+    assert_eq!(first.await.unwrap().unwrap().0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_tiers_spill_over_and_come_back() {
     let quick = |n: &str| MockConfig::new(n).ttft(Duration::ZERO).tokens(1);
     let mut top = Some(mock(quick("top")).await);

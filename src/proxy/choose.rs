@@ -93,7 +93,10 @@ pub(super) async fn choose(
     // A retry gives its previous slot back before it queues for another.
     ctx.slot = None;
     let queue = pool.shared.queue.clone();
-    match queue.wait(|| choose_once(session, ctx, pool)).await {
+    // Requests wait in line with those for the same model: another model's
+    // backends may be free.
+    let key = ctx.model.clone().unwrap_or_default();
+    match queue.wait(&key, || choose_once(session, ctx, pool)).await {
         Ok(chosen) => chosen,
         Err(e) => {
             let (code, what) = match e {
