@@ -439,32 +439,35 @@ async fn requests_are_held_to_http_as_nginx_holds_them() {
     .unwrap();
     assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
 
-    // `Expect: 100-continue` on a body Switchyard reads is answered.
-    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
-    let body = r#"{"model":"llama3","messages":[]}"#;
-    conn.write_all(
-        format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
+    // `Expect: 100-continue` is answered: by Switchyard on a body it reads
+    // itself, by the backend on one passed through.
+    for (path, answered) in [("/v1/chat/completions", "200 OK"), ("/v1/other", "404")] {
+        let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+        let body = r#"{"model":"llama3","messages":[]}"#;
+        conn.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
         )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut interim = [0u8; 64];
-    let n = tokio::time::timeout(DEADLINE, conn.read(&mut interim))
         .await
-        .expect("an interim answer before the body")
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&interim[..n]).starts_with("HTTP/1.1 100 Continue"),
-        "{:?}",
-        String::from_utf8_lossy(&interim[..n])
-    );
-    conn.write_all(body.as_bytes()).await.unwrap();
-    let (text, _) = read_to_close(&mut conn, DEADLINE).await;
-    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+        let mut interim = [0u8; 64];
+        let n = tokio::time::timeout(DEADLINE, conn.read(&mut interim))
+            .await
+            .expect("an interim answer before the body")
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&interim[..n]).starts_with("HTTP/1.1 100 Continue"),
+            "{path}: {:?}",
+            String::from_utf8_lossy(&interim[..n])
+        );
+        conn.write_all(body.as_bytes()).await.unwrap();
+        let (text, _) = read_to_close(&mut conn, DEADLINE).await;
+        assert!(text.contains(&format!("HTTP/1.1 {answered}")), "{path}: {text}");
+    }
 
     // HTTP/1.0 gets no chunked encoding: the stream ends with the
     // connection.
