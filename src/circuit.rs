@@ -93,9 +93,13 @@ struct Inner {
     /// How long the next failure-driven opening lasts: the base cooldown
     /// while closed, doubled by each failed probe.
     next_cooldown: Duration,
-    /// Incremented each time the circuit opens. A permit remembers the
-    /// epoch it was issued in; reports from an older one are stale.
+    /// Incremented each time the circuit opens or is closed from outside.
+    /// A permit remembers the epoch it was issued in; reports from an older
+    /// one are stale.
     epoch: u64,
+    /// The current opening is the backend's own request (`Retry-After`),
+    /// not a verdict on failures: a passing health check does not end it.
+    asked: bool,
 }
 
 /// Far enough to mean "until further notice" if a deadline would overflow.
@@ -108,6 +112,7 @@ impl Inner {
             until: until.unwrap_or(now),
         };
         self.epoch += 1;
+        self.asked = false;
     }
 }
 
@@ -131,6 +136,7 @@ impl Circuit {
                 phase: Phase::Closed { failures: 0 },
                 next_cooldown: base,
                 epoch: 0,
+                asked: false,
             }),
         }
     }
@@ -197,6 +203,26 @@ impl Circuit {
             }
         }
         inner.open(now, duration);
+        inner.asked = true;
+    }
+
+    /// An active health check of the backend passed. A circuit opened by
+    /// failures closes at once, as Envoy's
+    /// `successful_active_health_check_uneject_host` does: the backend has
+    /// shown it is back, and waiting out a cooldown that doubled while it
+    /// was down would keep a recovered backend (or a whole priority tier)
+    /// out for minutes. An opening the backend asked for with `Retry-After`
+    /// stands. Returns whether the circuit closed.
+    pub fn check_passed(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.asked || matches!(inner.phase, Phase::Closed { .. }) {
+            return false;
+        }
+        inner.phase = Phase::Closed { failures: 0 };
+        inner.next_cooldown = self.base_cooldown();
+        // Requests admitted while it was open report into the past.
+        inner.epoch += 1;
+        true
     }
 
     /// The current state. An open circuit whose cooldown has passed still
@@ -298,6 +324,28 @@ impl Drop for CircuitPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_passing_check_closes_a_circuit_opened_by_failures() {
+        let c = Arc::new(Circuit::new(CircuitSpec {
+            consecutive_failures: 1,
+            cooldown: Duration::from_secs(60),
+            max_cooldown: Duration::from_secs(300),
+        }));
+        let stale = c.try_acquire().unwrap();
+        c.try_acquire().unwrap().failure();
+        assert!(!c.would_admit());
+        assert!(c.check_passed());
+        assert_eq!(c.state(), CircuitState::Closed);
+        // A straggler admitted before the opening cannot reopen it.
+        stale.failure();
+        assert_eq!(c.state(), CircuitState::Closed);
+        assert!(!c.check_passed(), "already closed");
+        // An opening the backend asked for stands.
+        c.open_for(Duration::from_secs(30));
+        assert!(!c.check_passed());
+        assert!(!c.would_admit());
+    }
     use tokio::time::advance;
 
     fn circuit(cooldown: u64, max: u64) -> Arc<Circuit> {

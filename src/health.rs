@@ -38,6 +38,29 @@ pub struct BackendHealth {
     failures: AtomicUsize,
     /// Not checked yet: the first check decides alone, whatever the thresholds.
     fresh: AtomicBool,
+    /// A check of this backend is running. [`BackendHealth::observe`] is a
+    /// read-modify-write over the counters above that is right only with one
+    /// observer; after a reload, the old pool's round and the new pool's
+    /// first check could both reach the same backend, so a check starts only
+    /// through [`BackendHealth::begin_check`], which admits one at a time.
+    checking: AtomicBool,
+}
+
+/// The one check of a backend that may run now; ends when dropped.
+#[derive(Debug)]
+pub struct CheckTurn<'a>(&'a BackendHealth);
+
+impl CheckTurn<'_> {
+    /// Records the check's result. Returns `Some(new state)` when it flipped.
+    pub fn observe(self, passed: bool, spec: &HealthSpec) -> Option<bool> {
+        self.0.observe(passed, spec)
+    }
+}
+
+impl Drop for CheckTurn<'_> {
+    fn drop(&mut self) {
+        self.0.checking.store(false, Ordering::Release);
+    }
 }
 
 impl BackendHealth {
@@ -50,15 +73,24 @@ impl BackendHealth {
             successes: AtomicUsize::new(0),
             failures: AtomicUsize::new(0),
             fresh: AtomicBool::new(!healthy),
+            checking: AtomicBool::new(false),
         }
+    }
+
+    /// The right to check this backend now, unless a check already runs.
+    pub fn begin_check(&self) -> Option<CheckTurn<'_>> {
+        self.checking
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            .then_some(CheckTurn(self))
     }
 
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Records one check. Returns `Some(new state)` when it flipped.
-    pub fn observe(&self, passed: bool, spec: &HealthSpec) -> Option<bool> {
+    /// Records one check; only through a [`CheckTurn`].
+    fn observe(&self, passed: bool, spec: &HealthSpec) -> Option<bool> {
         let healthy = self.is_healthy();
         if self.fresh.swap(false, Ordering::Relaxed) {
             self.healthy.store(passed, Ordering::Relaxed);
@@ -160,9 +192,19 @@ pub async fn check_pool(pool: Arc<Pool>) {
         let pool_name = pool.spec.name.clone();
         let spec = spec.clone();
         Some(async move {
+            // Another round (the pool this one replaced) is checking it.
+            let Some(turn) = up.health.begin_check() else {
+                return;
+            };
             let target = pingora_backend(up.spec.addr, 1);
             let result = check_once(probe.as_ref(), &target, spec.timeout).await;
-            match (up.health.observe(result.is_ok(), &spec), result) {
+            if result.is_ok() && up.circuit.check_passed() {
+                info!(
+                    "pool {pool_name}: backend {} passed its health check: circuit closed",
+                    up.spec.name
+                );
+            }
+            match (turn.observe(result.is_ok(), &spec), result) {
                 (Some(true), _) => info!("pool {pool_name}: backend {} is healthy", up.spec.name),
                 (Some(false), Err(why)) => {
                     warn!(
@@ -212,15 +254,14 @@ impl BackgroundService for HealthService {
                 let id = pool.id;
                 live.push(id);
                 let at = due.entry(id).or_insert(now);
-                if *at <= now && pool.begin_check() {
+                if *at <= now {
                     *at = now
                         .checked_add(pool.spec.health.interval)
                         .unwrap_or(now + RESCAN);
                     let pool = pool.clone();
-                    tokio::spawn(async move {
-                        check_pool(pool.clone()).await;
-                        pool.end_check();
-                    });
+                    // A backend whose previous check still runs is skipped
+                    // by this round (its `CheckTurn`), so rounds never pile up.
+                    tokio::spawn(check_pool(pool));
                 }
                 next = next.min(*at);
             }
@@ -246,6 +287,15 @@ mod tests {
             healthy_threshold: 2,
             unhealthy_threshold: 3,
         }
+    }
+
+    #[test]
+    fn one_check_of_a_backend_at_a_time() {
+        let h = BackendHealth::new(true);
+        let turn = h.begin_check().expect("nobody checks yet");
+        assert!(h.begin_check().is_none(), "a second round must wait");
+        turn.observe(false, &spec());
+        assert!(h.begin_check().is_some(), "the turn ended with its check");
     }
 
     #[test]

@@ -25,7 +25,6 @@ use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use pingora_proxy::Session;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// How many candidates one selection may look at. Ketama walks its ring
@@ -153,8 +152,6 @@ pub struct Pool {
     /// In-flight counts and the queue, shared with the pools this one
     /// replaced and will be replaced by.
     pub shared: Arc<PoolShared>,
-    /// Set while a health-check round runs, so slow rounds never overlap.
-    checking: AtomicBool,
 }
 
 impl Pool {
@@ -216,7 +213,6 @@ impl Pool {
             upstreams,
             selector,
             shared,
-            checking: AtomicBool::new(false),
         }
     }
 
@@ -300,15 +296,6 @@ impl Pool {
         self.upstreams
             .iter()
             .any(|u| u.spec.weight > 0 && u.may_serve(Some(model)))
-    }
-
-    /// Starts a health-check round unless one is running.
-    pub fn begin_check(&self) -> bool {
-        !self.checking.swap(true, Ordering::AcqRel)
-    }
-
-    pub fn end_check(&self) {
-        self.checking.store(false, Ordering::Release);
     }
 
     /// The bytes `consistent_hash` hashes for this request; empty for the

@@ -466,7 +466,10 @@ async fn requests_are_held_to_http_as_nginx_holds_them() {
         );
         conn.write_all(body.as_bytes()).await.unwrap();
         let (text, _) = read_to_close(&mut conn, DEADLINE).await;
-        assert!(text.contains(&format!("HTTP/1.1 {answered}")), "{path}: {text}");
+        assert!(
+            text.contains(&format!("HTTP/1.1 {answered}")),
+            "{path}: {text}"
+        );
     }
 
     // HTTP/1.0 gets no chunked encoding: the stream ends with the

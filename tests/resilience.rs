@@ -415,6 +415,57 @@ async fn priority_tiers_spill_over_and_come_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_health_check_closes_the_circuit_and_the_tier_comes_back() {
+    let quick = |n: &str| MockConfig::new(n).ttft(Duration::ZERO).tokens(1);
+    let top = mock(quick("top")).await;
+    let low = mock(quick("low")).await;
+    let backends = format!(
+        "      - {{ name: top, url: \"{}\", priority: 100 }}\n      - {{ name: low, url: \"{}\", priority: 50 }}\n",
+        top.url(),
+        low.url()
+    );
+    // A circuit, once open, would keep the top tier out for a minute.
+    let extra = "    circuit: { consecutive_failures: 2, cooldown: 60s }\n";
+    let proxy = Proxy::start(|addr| {
+        unchecked_pool(addr, "priority", &backends, extra).replace(
+            "health_check: { type: none }",
+            "health_check: { type: http, path: /health, interval: 200ms, unhealthy_threshold: 1, healthy_threshold: 1 }",
+        )
+    })
+    .await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    assert_eq!(
+        chat(&client, &url, "llama3").await.unwrap(),
+        (200, "top".into())
+    );
+    // The top backend fails every request (and its health check) for a
+    // while; clients are served by the lower tier.
+    top.set_failure(Failure::Status(502));
+    for _ in 0..10 {
+        assert_eq!(
+            chat(&client, &url, "llama3").await.unwrap(),
+            (200, "low".into())
+        );
+    }
+    top.set_failure(Failure::None);
+    // Its health check passes again: traffic returns within seconds, not
+    // after the circuit's cooldown.
+    let start = Instant::now();
+    wait_until(DEADLINE, "traffic to return to the top tier", || async {
+        chat(&client, &url, "llama3").await.unwrap() == (200, "top".into())
+    })
+    .await;
+    assert!(start.elapsed() < Duration::from_secs(30));
+    for _ in 0..5 {
+        assert_eq!(
+            chat(&client, &url, "llama3").await.unwrap(),
+            (200, "top".into())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_recovers_is_probed_and_rejoins() {
     let flaky = mock(MockConfig::new("flaky").ttft(Duration::ZERO).tokens(1)).await;
     let steady = mock(MockConfig::new("steady").ttft(Duration::ZERO).tokens(1)).await;
