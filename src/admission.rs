@@ -122,7 +122,9 @@ impl Waiters {
 /// over reloads, like the pool's in-flight counters, so that waiters and
 /// the releases that wake them meet in the same queue.
 pub struct PoolQueue {
-    spec: QueueSpec,
+    /// Replaced in place by a reload that changes the pool's `queue`
+    /// settings: the waiters stay, the new bounds apply to newcomers.
+    spec: arc_swap::ArcSwap<QueueSpec>,
     /// Never held across an await or while calling `try_acquire`, since a
     /// slot taken and given back inside it would call back into
     /// [`PoolQueue::notify_released`].
@@ -135,14 +137,15 @@ pub struct PoolQueue {
 impl PoolQueue {
     pub fn new(spec: QueueSpec) -> Self {
         PoolQueue {
-            spec,
+            spec: arc_swap::ArcSwap::from_pointee(spec),
             waiters: Mutex::new(Waiters::default()),
             waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    pub fn spec(&self) -> &QueueSpec {
-        &self.spec
+    /// New bounds, for requests that queue from now on.
+    pub fn set_spec(&self, spec: QueueSpec) {
+        self.spec.store(Arc::new(spec));
     }
 
     fn lock(&self) -> MutexGuard<'_, Waiters> {
@@ -196,7 +199,7 @@ impl PoolQueue {
             }
         }
         let place = self.enqueue(key)?;
-        let timeout = tokio::time::sleep(self.spec.timeout);
+        let timeout = tokio::time::sleep(self.spec.load().timeout);
         tokio::pin!(timeout);
         loop {
             // A release between the failed try above and this point either
@@ -217,7 +220,7 @@ impl PoolQueue {
 
     fn enqueue(&self, key: &str) -> Result<Place<'_>, QueueError> {
         let mut waiters = self.lock();
-        if waiters.queue.len() >= self.spec.max {
+        if waiters.queue.len() >= self.spec.load().max {
             return Err(QueueError::Full);
         }
         let ticket = waiters.next_ticket;

@@ -12,8 +12,8 @@
 //! of every pool of the current snapshot at each pool's interval.
 
 use crate::config::{BackendSpec, HealthKind, HealthSpec};
-use crate::pool::{pingora_backend, Pool};
-use crate::state::SharedState;
+use crate::pool::{pingora_backend, Pool, Upstream};
+use crate::state::{SharedState, Snapshot};
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora_core::server::ShutdownWatch;
@@ -87,6 +87,11 @@ impl BackendHealth {
 
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Added by a reload and not checked yet.
+    pub fn is_unchecked(&self) -> bool {
+        self.fresh.load(Ordering::Relaxed)
     }
 
     /// Records one check; only through a [`CheckTurn`].
@@ -185,37 +190,60 @@ async fn check_once(
 
 /// Checks every backend of `pool` once, concurrently, and records the results.
 pub async fn check_pool(pool: Arc<Pool>) {
+    check_some(&pool, |_| true).await
+}
+
+/// Checks, before a reloaded snapshot is published, every backend that no
+/// check has seen yet (those a reload adds), so that a reload that replaces
+/// a pool's backends does not leave it with none usable until the health
+/// service comes round: at most one check's `timeout`.
+pub async fn check_new(snapshot: &Snapshot) {
+    let pools = snapshot
+        .pools
+        .iter()
+        .map(|pool| check_some(pool, |up| up.health.is_unchecked()));
+    futures_util::future::join_all(pools).await;
+}
+
+/// Checks the backends of `pool` that pass `which`.
+async fn check_some(pool: &Pool, which: impl Fn(&Upstream) -> bool) {
     let spec = &pool.spec.health;
-    let checks = pool.upstreams().iter().filter_map(|up| {
-        let probe = up.probe.clone()?;
-        let up = up.clone();
-        let pool_name = pool.spec.name.clone();
-        let spec = spec.clone();
-        Some(async move {
-            // Another round (the pool this one replaced) is checking it.
-            let Some(turn) = up.health.begin_check() else {
-                return;
-            };
-            let target = pingora_backend(up.spec.addr, 1);
-            let result = check_once(probe.as_ref(), &target, spec.timeout).await;
-            if result.is_ok() && up.circuit.check_passed() {
-                info!(
-                    "pool {pool_name}: backend {} passed its health check: circuit closed",
-                    up.spec.name
-                );
-            }
-            match (turn.observe(result.is_ok(), &spec), result) {
-                (Some(true), _) => info!("pool {pool_name}: backend {} is healthy", up.spec.name),
-                (Some(false), Err(why)) => {
-                    warn!(
-                        "pool {pool_name}: backend {} is unhealthy: {why}",
+    let checks = pool
+        .upstreams()
+        .iter()
+        .filter(|up| which(up))
+        .filter_map(|up| {
+            let probe = up.probe.clone()?;
+            let up = up.clone();
+            let pool_name = pool.spec.name.clone();
+            let spec = spec.clone();
+            Some(async move {
+                // Another round (the pool this one replaced) is checking it.
+                let Some(turn) = up.health.begin_check() else {
+                    return;
+                };
+                let target = pingora_backend(up.spec.addr, 1);
+                let result = check_once(probe.as_ref(), &target, spec.timeout).await;
+                if result.is_ok() && up.circuit.check_passed() {
+                    info!(
+                        "pool {pool_name}: backend {} passed its health check: circuit closed",
                         up.spec.name
-                    )
+                    );
                 }
-                _ => {}
-            }
-        })
-    });
+                match (turn.observe(result.is_ok(), &spec), result) {
+                    (Some(true), _) => {
+                        info!("pool {pool_name}: backend {} is healthy", up.spec.name)
+                    }
+                    (Some(false), Err(why)) => {
+                        warn!(
+                            "pool {pool_name}: backend {} is unhealthy: {why}",
+                            up.spec.name
+                        )
+                    }
+                    _ => {}
+                }
+            })
+        });
     futures_util::future::join_all(checks).await;
 }
 

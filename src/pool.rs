@@ -385,13 +385,18 @@ mod tests {
         let p = pool(THREE, "random");
         let a: SocketAddr = "127.0.0.1:1001".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:1002".parse().unwrap();
-        p.upstream(b).unwrap().health.observe(
-            false,
-            &crate::config::HealthSpec {
-                unhealthy_threshold: 1,
-                ..p.spec.health.clone()
-            },
-        );
+        p.upstream(b)
+            .unwrap()
+            .health
+            .begin_check()
+            .unwrap()
+            .observe(
+                false,
+                &crate::config::HealthSpec {
+                    unhealthy_threshold: 1,
+                    ..p.spec.health.clone()
+                },
+            );
         for _ in 0..100 {
             assert_eq!(
                 chosen(p.select(b"", &[a], &[], None))
@@ -487,10 +492,18 @@ mod tests {
             unhealthy_threshold: 1,
             ..p.spec.health.clone()
         };
-        p.upstreams[0].health.observe(false, &down);
-        p.upstreams[1].health.observe(false, &down);
+        p.upstreams[0]
+            .health
+            .begin_check()
+            .unwrap()
+            .observe(false, &down);
+        p.upstreams[1]
+            .health
+            .begin_check()
+            .unwrap()
+            .observe(false, &down);
         assert_eq!(port(&p), 1003);
-        p.upstreams[0].health.observe(
+        p.upstreams[0].health.begin_check().unwrap().observe(
             true,
             &HealthSpec {
                 healthy_threshold: 1,

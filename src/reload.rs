@@ -8,7 +8,8 @@
 //! changes nothing.
 
 use crate::config::{Config, ServerSettings};
-use crate::state::{SharedState, Snapshot};
+use crate::health;
+use crate::state::SharedState;
 use async_trait::async_trait;
 use log::{error, info, warn};
 use pingora_core::server::ShutdownWatch;
@@ -44,8 +45,19 @@ impl Reloader {
     }
 
     /// Reads the file again and applies it if valid. Returns whether it did.
-    pub fn reload(&self) -> bool {
-        let config = match Config::load(&self.path) {
+    pub async fn reload(&self) -> bool {
+        // Reading the file and resolving host names may block.
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+        let loaded = loaded.unwrap_or_else(|e| {
+            Err(crate::config::ConfigErrors(vec![
+                crate::config::ConfigError {
+                    path: String::new(),
+                    message: format!("reading the configuration failed: {e}"),
+                },
+            ]))
+        });
+        let config = match loaded {
             Ok(c) => c,
             Err(errors) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -61,10 +73,15 @@ impl Reloader {
                 fixed.join(", ")
             );
         }
-        let old = self.state.replace(config);
-        let new = self.state.load_full();
+        let (next, diff) = self.state.prepare(config);
+        let line = format!("reload {}: {}", next.generation, diff.summary(&next.config));
+        // Backends the reload adds are checked before they are published:
+        // a pool whose backends were all replaced serves from the first
+        // request after the reload, not after the next round of checks.
+        health::check_new(&next).await;
+        self.state.publish(next);
         self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
-        info!("reload {}: {}", new.generation, summary(&old, &new));
+        info!("{line}");
         true
     }
 }
@@ -104,68 +121,6 @@ fn restart_only_changes(running: &ServerSettings, new: &ServerSettings) -> Vec<&
     changed
 }
 
-/// One line: pools and backends added, removed and changed.
-pub fn summary(old: &Snapshot, new: &Snapshot) -> String {
-    let mut parts = Vec::new();
-    for pool in &new.pools {
-        let name = &pool.spec.name;
-        let Some(before) = old.pool(name) else {
-            parts.push(format!(
-                "+pool {name} ({} backends)",
-                pool.spec.backends.len()
-            ));
-            continue;
-        };
-        for b in &pool.spec.backends {
-            match before.spec.backends.iter().find(|x| x.addr == b.addr) {
-                None => parts.push(format!("+{name}/{}", b.name)),
-                Some(x) if x != b => parts.push(format!("~{name}/{}", b.name)),
-                Some(_) => {}
-            }
-        }
-        for b in &before.spec.backends {
-            if !pool.spec.backends.iter().any(|x| x.addr == b.addr) {
-                parts.push(format!("-{name}/{}", b.name));
-            }
-        }
-        let (a, b) = (&before.spec, &pool.spec);
-        if a.strategy != b.strategy
-            || a.retries != b.retries
-            || a.timeouts != b.timeouts
-            || a.health != b.health
-        {
-            parts.push(format!("~pool {name} settings"));
-        }
-    }
-    for pool in &old.pools {
-        if new.pool(&pool.spec.name).is_none() {
-            parts.push(format!("-pool {}", pool.spec.name));
-        }
-    }
-    let routes = |s: &Snapshot| {
-        format!(
-            "{:?}",
-            s.config
-                .routes
-                .iter()
-                .map(|r| (
-                    &r.path_prefix,
-                    r.header.as_ref().map(|h| (&h.name, h.regex.as_str())),
-                    &r.pool
-                ))
-                .collect::<Vec<_>>()
-        )
-    };
-    if routes(old) != routes(new) {
-        parts.push(format!("routes: {}", new.config.routes.len()));
-    }
-    if parts.is_empty() {
-        "no changes".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
 /// The background service that waits for SIGHUP.
 pub struct ReloadService {
     reloader: Arc<Reloader>,
@@ -193,9 +148,7 @@ impl BackgroundService for ReloadService {
             tokio::select! {
                 _ = hup.recv() => {
                     info!("SIGHUP received, reloading {}", self.reloader.path.display());
-                    let reloader = self.reloader.clone();
-                    // Reading and resolving the file may block.
-                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                    self.reloader.reload().await;
                 }
                 _ = shutdown.changed() => return,
             }

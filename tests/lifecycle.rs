@@ -479,3 +479,70 @@ async fn sigusr2_upgrades_a_daemon_in_place_under_load() {
     );
     signal(new, "TERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_replaces_every_backend_serves_from_the_first_request() {
+    let m = mocks(2).await;
+    // Checks every 10 s: the new backend must not wait for the next round.
+    let slow_checks =
+        |addr, b: &MockServer| pool_of(addr, &[b]).replace("interval: 200ms", "interval: 10s");
+    let proxy = Proxy::start(|addr| slow_checks(addr, &m[0])).await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    assert_eq!(
+        chat(&client, &url, "llama3").await.unwrap(),
+        (200, "b0".into())
+    );
+    reload(&proxy, &slow_checks(proxy.addr, &m[1]), 1).await;
+    for _ in 0..10 {
+        assert_eq!(
+            chat(&client, &url, "llama3").await.unwrap(),
+            (200, "b1".into())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_slot_survives_a_reload_of_the_queue_settings() {
+    let slow = mock(
+        MockConfig::new("slow")
+            .ttft(Duration::from_secs(2))
+            .tokens(1),
+    )
+    .await;
+    let capped = |addr, queue: &str| {
+        format!(
+            "server:\n  listen: [\"{addr}\"]\n  threads: 2\n\
+             pools:\n  chat:\n    health_check: {{ type: none }}\n    queue: {{ {queue} }}\n\
+             \x20   backends: [{{ name: slow, url: \"{}\", max_in_flight: 1 }}]\n",
+            slow.url()
+        )
+    };
+    let proxy = Proxy::start(|addr| capped(addr, "timeout: 30s")).await;
+    let url = proxy.url("/v1/chat/completions");
+    let first = {
+        let url = url.clone();
+        tokio::spawn(async move { chat(&client(), &url, "llama3").await })
+    };
+    let stats = slow.stats();
+    wait_until(DEADLINE, "the first request to hold the slot", || {
+        let stats = stats.clone();
+        async move { stats.in_flight() == 1 }
+    })
+    .await;
+    reload(&proxy, &capped(proxy.addr, "timeout: 20s"), 1).await;
+    proxy.wait_log("~pool chat (queue)").await;
+    // A second request waits for the slot the first still holds.
+    let second = {
+        let url = url.clone();
+        tokio::spawn(async move { chat(&client(), &url, "llama3").await })
+    };
+    let mut peak = 0;
+    while !second.is_finished() {
+        peak = peak.max(stats.in_flight());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(peak, 1, "the cap of 1 was exceeded after the reload");
+    assert_eq!(first.await.unwrap().unwrap().0, 200);
+    assert_eq!(second.await.unwrap().unwrap().0, 200);
+}
