@@ -348,3 +348,36 @@ async fn api_ps_merges_what_every_backend_has_loaded() {
     // Each mock reports its first model as loaded.
     assert_eq!(loaded, ["codestral", "llama3", "llama3"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_backend_could_read_as_another_model_reaches_no_backend() {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    let before: Vec<u64> = m.iter().map(chats).collect();
+    for body in [
+        r#"{"model":"llama3","m\u006fdel":"qwen"}"#,
+        r#"{"model":"llama3","model":"qwen"}"#,
+        r#"{"model":"llama3","MODEL":"qwen"}"#,
+    ] {
+        let resp = client.post(&url).body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let (message, _, code) = error_fields(&resp.bytes().await.unwrap());
+        assert_eq!(code, "invalid_json", "{body}");
+        assert!(message.contains("more than once"), "{message}");
+    }
+    assert_eq!(m.iter().map(chats).collect::<Vec<_>>(), before);
+
+    // An escaped key alone is the model, routed as the backend reads it.
+    let resp = client
+        .post(&url)
+        .body(r#"{"m\u006fdel":"codestral"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-mock-backend"], "C");
+}

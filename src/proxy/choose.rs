@@ -68,6 +68,14 @@ pub(super) async fn read_model(
                 format!("the request body is not valid JSON: expected {what}"),
             )))
         }
+        Err(scan::ScanError::DuplicateModel) => {
+            return Ok(Err(ApiError::new(
+                400,
+                "invalid_request_error",
+                "invalid_json",
+                "the request body names \"model\" more than once",
+            )))
+        }
     };
     let model = snapshot
         .config
