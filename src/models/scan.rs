@@ -26,6 +26,30 @@ pub enum ScanError {
     /// twice, in any spelling or letter case), so the backend could serve
     /// another model than the one Switchyard routed on.
     DuplicateModel,
+    /// A model name no backend can be asked for safely: what is wrong.
+    UnusableModel(&'static str),
+}
+
+/// The longest model name accepted, in bytes. Real names are far shorter:
+/// an Ollama reference with registry, namespace and tag
+/// (`registry.ollama.ai/library/llama3.1:70b-instruct-q4_K_M`) is under 60
+/// bytes, a Hugging Face repository id is an owner and a name of at most
+/// 96 characters, and a vLLM model served by its path is a little longer. The name is echoed in the
+/// `x-switchyard-model` response header, in logs and in error messages, so
+/// a bound keeps a client from making any of those as large as its body.
+pub const MAX_MODEL_NAME: usize = 256;
+
+/// Whether `name` can be sent to a backend and echoed back. Control
+/// characters (NUL, CR, LF, ...) cannot go into a response header, and
+/// backends answer them unpredictably.
+pub fn check_model_name(name: &str) -> Result<(), &'static str> {
+    if name.len() > MAX_MODEL_NAME {
+        return Err("the model name is too long");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("the model name contains a control character");
+    }
+    Ok(())
 }
 
 /// The model and the byte range of its JSON string literal (quotes included).
@@ -85,7 +109,9 @@ pub fn find_model(body: &[u8]) -> Result<Found, ScanError> {
     if s.peek().is_some() {
         return Err(ScanError::Malformed("nothing after the object"));
     }
-    found.ok_or(ScanError::Missing)
+    let found = found.ok_or(ScanError::Missing)?;
+    check_model_name(&found.model).map_err(ScanError::UnusableModel)?;
+    Ok(found)
 }
 
 /// What a top-level key is to a backend.
@@ -383,6 +409,29 @@ mod tests {
             model(r#"{"model":"a","options":{"model":"b","MODEL":"c"}}"#).unwrap(),
             "a"
         );
+    }
+
+    #[test]
+    fn unusable_model_names() {
+        let long = "m".repeat(MAX_MODEL_NAME + 1);
+        for body in [
+            r#"{"model":"llama3\u0000"}"#.to_string(),
+            r#"{"model":"llama3\r\nx-evil: 1"}"#.to_string(),
+            r#"{"model":"a\tb"}"#.to_string(),
+            r#"{"model":"\u0085"}"#.to_string(),
+            format!(r#"{{"model":"{long}"}}"#),
+        ] {
+            assert!(
+                matches!(model(&body), Err(ScanError::UnusableModel(_))),
+                "{body}"
+            );
+        }
+        let longest = "m".repeat(MAX_MODEL_NAME);
+        assert_eq!(
+            model(&format!(r#"{{"model":"{longest}"}}"#)).unwrap(),
+            longest
+        );
+        assert_eq!(model(r#"{"model":"café:7b"}"#).unwrap(), "café:7b");
     }
 
     #[test]

@@ -76,6 +76,17 @@ pub(super) async fn read_model(
                 "the request body names \"model\" more than once",
             )))
         }
+        Err(scan::ScanError::UnusableModel(what)) => {
+            return Ok(Err(ApiError::new(
+                400,
+                "invalid_request_error",
+                "invalid_model",
+                format!(
+                    "{what}: a model name has at most {} bytes and no control characters",
+                    scan::MAX_MODEL_NAME
+                ),
+            )))
+        }
     };
     let model = snapshot
         .config
