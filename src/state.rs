@@ -10,6 +10,7 @@
 use crate::circuit::Circuit;
 use crate::config::{BackendSpec, Config, HealthKind};
 use crate::health::BackendHealth;
+use crate::models::lists::ListCache;
 use crate::models::BackendModels;
 use crate::pool::{Pool, PoolShared, Upstream};
 use crate::route::Router;
@@ -27,6 +28,9 @@ pub struct Snapshot {
     /// In the order of `config.pools`.
     pub pools: Vec<Arc<Pool>>,
     pub router: Router,
+    /// The model lists Switchyard answers, built once per change of the
+    /// backends rather than per request; a new snapshot starts it empty.
+    pub lists: ListCache,
 }
 
 impl Snapshot {
@@ -154,5 +158,6 @@ fn build(
         router: Router::new(&config.routes, &config.pools),
         config: Arc::new(config.clone()),
         pools,
+        lists: ListCache::default(),
     }
 }

@@ -467,3 +467,31 @@ async fn unusable_model_names_are_refused_before_forwarding() {
     }
     assert_eq!(posts.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_listing_too_many_models_is_bounded_and_logged_short() {
+    let names: Vec<String> = (0..10_050).map(|i| format!("m-{i:05}")).collect();
+    let big = mock(
+        MockConfig::new("big")
+            .models(names)
+            .ttft(Duration::ZERO)
+            .tokens(1),
+    )
+    .await;
+    let backends = backends_yaml(&[&big], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    proxy.wait_log("backend big: 10000 models: m-00000, ").await;
+    assert!(proxy
+        .log_text()
+        .contains("backend big: its list leaves out 50 models beyond the first 10000"));
+    let client = client();
+    let ids = listed(&client, &proxy.url("/v1/models"), "data", "id").await;
+    assert_eq!(ids.len(), 10_000);
+    assert_eq!(ids.last().map(String::as_str), Some("m-09999"));
+    let longest = proxy.log_text().lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1000, "a log line of {longest} bytes");
+
+    let url = proxy.url("/v1/chat/completions");
+    assert_eq!(chat(&client, &url, "m-09999").await.unwrap().0, 200);
+    assert_eq!(chat(&client, &url, "m-10049").await.unwrap().0, 404);
+}

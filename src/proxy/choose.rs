@@ -25,8 +25,8 @@ pub(super) async fn answer_list(
     kind: ListKind,
 ) -> Result<()> {
     let body = match kind {
-        ListKind::OpenAi => lists::openai(&lists::fleet_models(snapshot)),
-        ListKind::OllamaTags => lists::ollama_tags(&lists::fleet_models(snapshot)),
+        ListKind::OpenAi => snapshot.lists.openai(snapshot),
+        ListKind::OllamaTags => snapshot.lists.ollama_tags(snapshot),
         ListKind::OllamaPs => lists::ollama_ps(snapshot).await,
     };
     send_json(session, 200, body, None).await
