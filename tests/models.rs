@@ -495,3 +495,27 @@ async fn a_backend_listing_too_many_models_is_bounded_and_logged_short() {
     assert_eq!(chat(&client, &url, "m-09999").await.unwrap().0, 200);
     assert_eq!(chat(&client, &url, "m-10049").await.unwrap().0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_api_ps_calls_ask_each_backend_once() {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let client = client();
+    let url = proxy.url("/api/ps");
+    let calls = (0..10).map(|_| listed(&client, &url, "models", "name"));
+    for loaded in futures_util::future::join_all(calls).await {
+        assert_eq!(loaded, ["codestral", "llama3", "llama3"]);
+    }
+    // `/api/ps` is not among the mock's named paths: it counts as other.
+    for backend in &m {
+        let asked = backend.stats().requests_to("/api/ps");
+        // One fetch for all ten, or two if the machine is so slow that the
+        // first answer went stale while the calls were still arriving.
+        assert!(
+            (1..=2).contains(&asked),
+            "{} asked {asked} times",
+            backend.name()
+        );
+    }
+}

@@ -7,7 +7,9 @@
 //!
 //! Answers are not built per request: a backend may list thousands of
 //! models, and clients poll these paths. [`ListCache`] keeps the fleet's list
-//! and its two serializations until a backend's health or list changes.
+//! and its two serializations until a backend's health or list changes, and
+//! keeps `/api/ps` (which asks every backend) for a second, with one fetch
+//! in flight however many clients ask.
 
 use super::{base_name, fetch, ModelEntry};
 use crate::state::Snapshot;
@@ -15,8 +17,10 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// What a list request should get, by method and path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +50,10 @@ impl ListKind {
 pub struct ListCache {
     /// The fleet's list as last built, with what it was built from.
     fleet: ArcSwapOption<Fleet>,
+    /// The last merged `/api/ps` answer and when it was fetched. The lock
+    /// is held while fetching, so callers that arrive meanwhile wait for
+    /// that fetch instead of starting their own.
+    ps: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
 }
 
 /// The fleet's list for one state of its backends.
@@ -120,6 +128,33 @@ impl ListCache {
         self.fleet.store(Some(fleet.clone()));
         fleet
     }
+
+    /// `GET /api/ps`: the models loaded on every healthy backend, merged,
+    /// asked of the backends at most once per [`PS_FRESH`].
+    pub async fn ollama_ps(&self, snapshot: &Snapshot) -> Bytes {
+        self.ps_cached(Instant::now, || ollama_ps(snapshot)).await
+    }
+
+    /// The kept `/api/ps` answer while `clock` says it is fresh, else the
+    /// one `fetch` gets. Callers that arrive during a fetch wait for it.
+    async fn ps_cached<Fut>(
+        &self,
+        clock: impl Fn() -> Instant,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Bytes
+    where
+        Fut: Future<Output = Bytes>,
+    {
+        let mut kept = self.ps.lock().await;
+        if let Some((at, body)) = kept.as_ref() {
+            if clock().saturating_duration_since(*at) < PS_FRESH {
+                return body.clone();
+            }
+        }
+        let body = fetch().await;
+        *kept = Some((clock(), body.clone()));
+        body
+    }
 }
 
 /// Every model served by a healthy backend, once, in name order, followed
@@ -190,12 +225,20 @@ pub fn ollama_tags(models: &[ModelEntry]) -> Bytes {
 /// How long each backend gets to answer `/api/ps`.
 const PS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The most one backend's `/api/ps` answer may weigh.
-const MAX_PS_BODY: usize = 8 << 20;
+/// How long a merged `/api/ps` answer is given again. `ollama ps` users and
+/// dashboards poll it every few seconds; a second is fresh enough to say
+/// what is loaded where, and makes a burst of polls cost one round of
+/// requests to the backends instead of one per poll.
+pub const PS_FRESH: Duration = Duration::from_secs(1);
 
-/// `GET /api/ps`: the models loaded on every healthy backend, merged.
-/// Backends that do not answer are left out.
-pub async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
+/// The most one backend's `/api/ps` answer may weigh. Ollama lists the
+/// models it has loaded, a handful of entries of about 500 bytes; a larger
+/// answer is left out rather than buffered.
+const MAX_PS_BODY: usize = 256 << 10;
+
+/// `GET /api/ps` of every healthy backend, merged. Backends that do not
+/// answer are left out.
+async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
     let targets = snapshot.backends(|up| up.health.is_healthy());
     let answers = futures_util::future::join_all(targets.iter().map(|up| {
         fetch::get(
@@ -210,11 +253,11 @@ pub async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
     let mut merged: Vec<Value> = Vec::new();
     for answer in answers {
         let Ok((200, body)) = answer else { continue };
-        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
             continue;
         };
-        if let Some(models) = v.get("models").and_then(|m| m.as_array()) {
-            merged.extend(models.iter().cloned());
+        if let Some(Value::Array(models)) = v.get_mut("models").map(Value::take) {
+            merged.extend(models);
         }
     }
     Bytes::from(json!({"models": merged}).to_string())
@@ -322,5 +365,53 @@ mod tests {
         assert_eq!(listed(&cache.openai(&s)), 10_001);
         let v: Value = serde_json::from_slice(&cache.ollama_tags(&s)).unwrap();
         assert_eq!(v["models"].as_array().unwrap().len(), 10_001);
+    }
+
+    #[tokio::test]
+    async fn api_ps_is_fetched_once_for_concurrent_callers_and_kept_briefly() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache = Arc::new(ListCache::default());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let start = Instant::now();
+        let fetch = |fetches: Arc<AtomicUsize>, gate: Arc<tokio::sync::Notify>| async move {
+            let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            gate.notified().await;
+            Bytes::from(n.to_string())
+        };
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let callers: Vec<_> = (0..10)
+            .map(|_| {
+                let (cache, fetches, gate, arrived) = (
+                    cache.clone(),
+                    fetches.clone(),
+                    gate.clone(),
+                    arrived.clone(),
+                );
+                tokio::spawn(async move {
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    cache.ps_cached(|| start, || fetch(fetches, gate)).await
+                })
+            })
+            .collect();
+        // Every caller has run up to its wait, one of them inside the fetch.
+        while arrived.load(Ordering::SeqCst) < 10 || fetches.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        gate.notify_one();
+        for caller in callers {
+            assert_eq!(caller.await.unwrap(), "1");
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+        // Fresh for PS_FRESH, then fetched again. (The gate is opened
+        // ahead, so that a wrong fetch fails the test instead of hanging it.)
+        gate.notify_one();
+        let soon = start + PS_FRESH / 2;
+        let got = cache.ps_cached(|| soon, || fetch(fetches.clone(), gate.clone()));
+        assert_eq!(got.await, "1");
+        let later = start + PS_FRESH;
+        let got = cache.ps_cached(|| later, || fetch(fetches.clone(), gate.clone()));
+        assert_eq!(got.await, "2");
     }
 }

@@ -4,7 +4,7 @@
 use super::ctx::RequestCtx;
 use crate::admission::QueueError;
 use crate::error_response::{send_json, ApiError};
-use crate::models::lists::{self, ListKind};
+use crate::models::lists::ListKind;
 use crate::models::scan;
 use crate::pool::{Pick, Pool, Upstream};
 use crate::request_body::{read_all, BodyError};
@@ -27,7 +27,7 @@ pub(super) async fn answer_list(
     let body = match kind {
         ListKind::OpenAi => snapshot.lists.openai(snapshot),
         ListKind::OllamaTags => snapshot.lists.ollama_tags(snapshot),
-        ListKind::OllamaPs => lists::ollama_ps(snapshot).await,
+        ListKind::OllamaPs => snapshot.lists.ollama_ps(snapshot).await,
     };
     send_json(session, 200, body, None).await
 }
