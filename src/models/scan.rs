@@ -46,7 +46,10 @@ pub fn check_model_name(name: &str) -> Result<(), &'static str> {
     if name.len() > MAX_MODEL_NAME {
         return Err("the model name is too long");
     }
-    if name.chars().any(char::is_control) {
+    // C0 controls and DEL are one byte in UTF-8 and C1 controls start with
+    // 0xC2: a pass over the bytes finds every candidate, without decoding.
+    let candidate = |b: &u8| *b < 0x20 || *b == 0x7f || *b == 0xc2;
+    if name.as_bytes().iter().any(candidate) && name.chars().any(char::is_control) {
         return Err("the model name contains a control character");
     }
     Ok(())
@@ -77,7 +80,15 @@ pub fn find_model(body: &[u8]) -> Result<Found, ScanError> {
             s.ws();
             let key_start = s.i;
             let escaped = s.skip_string()?;
-            let key = key_kind(&body[key_start + 1..s.i - 1], escaped)?;
+            // Most keys are told apart by their length alone; only a key
+            // with escapes needs decoding.
+            let key = if escaped {
+                decoded_key_kind(&body[key_start + 1..s.i - 1])?
+            } else if s.i - key_start == MODEL.len() + 2 {
+                plain_key_kind(&body[key_start + 1..s.i - 1])
+            } else {
+                Key::Other
+            };
             s.ws();
             s.expect(b':', "':' after a key")?;
             s.ws();
@@ -125,21 +136,25 @@ enum Key {
     Other,
 }
 
-/// Classifies a key from its literal without the quotes. Only a key with
-/// an escape is decoded, and without allocating: a key is `model` when its
-/// UTF-16 code units are, and every unit of `model` is ASCII, so raw
-/// non-ASCII bytes and surrogates simply do not match.
-fn key_kind(raw: &[u8], escaped: bool) -> Result<Key, ScanError> {
-    const MODEL: &[u8; 5] = b"model";
-    if !escaped {
-        return Ok(if raw == MODEL {
-            Key::Model
-        } else if raw.eq_ignore_ascii_case(MODEL) {
-            Key::OtherCase
-        } else {
-            Key::Other
-        });
+/// The key every JSON parser reads as the model.
+const MODEL: &[u8; 5] = b"model";
+
+/// What a key without escapes, as long as `model`, is.
+fn plain_key_kind(raw: &[u8]) -> Key {
+    if raw == MODEL {
+        Key::Model
+    } else if raw.eq_ignore_ascii_case(MODEL) {
+        Key::OtherCase
+    } else {
+        Key::Other
     }
+}
+
+/// What a key with escapes is, decoded without allocating: a key is `model`
+/// when its UTF-16 code units are, and every unit of `model` is ASCII, so
+/// raw non-ASCII bytes and surrogates simply do not match.
+#[cold]
+fn decoded_key_kind(raw: &[u8]) -> Result<Key, ScanError> {
     let (mut exact, mut folded, mut n) = (true, true, 0);
     let mut i = 0;
     while i < raw.len() {
@@ -222,6 +237,7 @@ impl Scanner<'_> {
 
     /// Skips a string literal, escapes included; returns whether it has
     /// any escape.
+    #[inline]
     fn skip_string(&mut self) -> Result<bool, ScanError> {
         self.expect(b'"', "a string")?;
         let mut escaped = false;
@@ -432,6 +448,8 @@ mod tests {
             longest
         );
         assert_eq!(model(r#"{"model":"café:7b"}"#).unwrap(), "café:7b");
+        // Starts like a C1 control in UTF-8 (0xC2), but is not one.
+        assert_eq!(model(r#"{"model":"a\u00a9b ©"}"#).unwrap(), "a©b ©");
     }
 
     #[test]
