@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the request hot path: choosing a backend, and finding
 //! the `model` in request bodies of 1 KiB, 64 KiB and 2 MiB (model last, as
-//! the OpenAI Python SDK sends it). `cargo bench --bench micro`.
+//! the OpenAI Python SDK sends it) and in a small body of twenty sampling
+//! options (model first, so every key after it is still examined).
+//! `cargo bench --bench micro`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use switchyard::config::Config;
@@ -57,6 +59,13 @@ fn model_extraction(c: &mut Criterion) {
             |b, body| b.iter(|| scan::find_model(black_box(body)).map(|f| f.model)),
         );
     }
+    let options = r#"{"model":"llama3.1:70b","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"}],"temperature":0.7,"top_p":0.9,"n":1,"stream":true,"stream_options":{"include_usage":true},"stop":["\n\n"],"max_tokens":512,"presence_penalty":0,"frequency_penalty":0,"logit_bias":{},"user":"u-123","seed":42,"tools":[],"tool_choice":"auto","response_format":{"type":"text"},"logprobs":false,"parallel_tool_calls":true,"metadata":{"k":"v"}}"#;
+    group.throughput(Throughput::Bytes(options.len() as u64));
+    group.bench_with_input(
+        BenchmarkId::from_parameter("20keys"),
+        options.as_bytes(),
+        |b, body| b.iter(|| scan::find_model(black_box(body)).map(|f| f.model)),
+    );
     group.finish();
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -332,13 +333,32 @@ async fn connections_beyond_the_limit_are_refused_cleanly() {
     for _ in 0..3 {
         held.push(TcpStream::connect(proxy.addr).await.unwrap());
     }
+    // The proxy accepts the held connections in its own time: until it
+    // has, a fourth is still served.
     let addr = proxy.addr;
-    let answer = tokio::task::spawn_blocking(move || {
-        raw_exchange(addr, b"GET /v1/models HTTP/1.1\r\nHost: a\r\n\r\n")
-    })
-    .await
-    .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+    let refused = Arc::new(std::sync::Mutex::new(String::new()));
+    wait_until(
+        DEADLINE,
+        "a connection beyond the limit to be refused",
+        || {
+            let refused = refused.clone();
+            async move {
+                let answer = tokio::task::spawn_blocking(move || {
+                    raw_exchange(
+                        addr,
+                        b"GET /v1/models HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                    )
+                })
+                .await
+                .unwrap();
+                let done = answer.starts_with("HTTP/1.1 503 ");
+                *refused.lock().unwrap() = answer;
+                done
+            }
+        },
+    )
+    .await;
+    let answer = refused.lock().unwrap().clone();
     assert!(answer.contains("retry-after: 1"), "{answer:?}");
     assert_eq!(raw_error(&answer).2, "too_many_connections");
     drop(held);
@@ -502,7 +522,7 @@ async fn requests_are_held_to_http_as_nginx_holds_them() {
 
 /// A TCP relay on a loopback port of its own to `to`: a hop the
 /// configuration cannot see through.
-async fn relay(to: std::sync::Arc<std::sync::OnceLock<SocketAddr>>) -> SocketAddr {
+async fn relay(to: Arc<std::sync::OnceLock<SocketAddr>>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -525,7 +545,7 @@ async fn a_request_that_loops_back_is_refused() {
     // The pool's backend leads back to the proxy itself through another
     // hop: the request comes back once and is refused, instead of opening
     // connections until none are left.
-    let target = std::sync::Arc::new(std::sync::OnceLock::new());
+    let target = Arc::new(std::sync::OnceLock::new());
     let hop = relay(target.clone()).await;
     let proxy = Proxy::start(move |addr| {
         format!(

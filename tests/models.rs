@@ -348,3 +348,174 @@ async fn api_ps_merges_what_every_backend_has_loaded() {
     // Each mock reports its first model as loaded.
     assert_eq!(loaded, ["codestral", "llama3", "llama3"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_backend_could_read_as_another_model_reaches_no_backend() {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    let before: Vec<u64> = m.iter().map(chats).collect();
+    for body in [
+        r#"{"model":"llama3","m\u006fdel":"qwen"}"#,
+        r#"{"model":"llama3","model":"qwen"}"#,
+        r#"{"model":"llama3","MODEL":"qwen"}"#,
+    ] {
+        let resp = client.post(&url).body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let (message, _, code) = error_fields(&resp.bytes().await.unwrap());
+        assert_eq!(code, "invalid_json", "{body}");
+        assert!(message.contains("more than once"), "{message}");
+    }
+    assert_eq!(m.iter().map(chats).collect::<Vec<_>>(), before);
+
+    // An escaped key alone is the model, routed as the backend reads it.
+    let resp = client
+        .post(&url)
+        .body(r#"{"m\u006fdel":"codestral"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-mock-backend"], "C");
+}
+
+/// A backend that answers every request with 200 `{}` and counts the
+/// POSTs it gets. Its model list cannot be read, so Switchyard offers it
+/// any model, whatever the name.
+async fn accepts_anything() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = posts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = vec![0; 64 << 10];
+                let head_end = loop {
+                    if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+                if head.starts_with("post") {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut body = seen.len() - head_end;
+                while body < length {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => body += n,
+                    }
+                }
+                let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                              content-length: 2\r\nconnection: close\r\n\r\n{}";
+                let _ = sock.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, posts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_model_names_are_refused_before_forwarding() {
+    let (backend, posts) = accepts_anything().await;
+    let backends = format!("      - {{ name: any, url: \"{backend}\" }}\n");
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    proxy.wait_log("backend any: cannot list models").await;
+    let client = client();
+    let url = proxy.url("/v1/chat/completions");
+    // The backend is reachable and takes a usable name.
+    let resp = client
+        .post(&url)
+        .body(r#"{"model":"llama3"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-model"], "llama3");
+    let huge = "m".repeat(900 << 10);
+    for body in [
+        r#"{"model":"llama3\u0000"}"#.to_string(),
+        r#"{"model":"llama3\r\nx-injected: 1"}"#.to_string(),
+        format!(r#"{{"model":"{huge}"}}"#),
+    ] {
+        let resp = client.post(&url).body(body.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{}", &body[..body.len().min(40)]);
+        assert!(resp.headers().get("x-switchyard-model").is_none());
+        let (message, kind, code) = error_fields(&resp.bytes().await.unwrap());
+        assert_eq!(
+            (kind.as_str(), code.as_str()),
+            ("invalid_request_error", "invalid_model")
+        );
+        assert!(message.len() < 200, "{message}");
+    }
+    assert_eq!(posts.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_listing_too_many_models_is_bounded_and_logged_short() {
+    let names: Vec<String> = (0..10_050).map(|i| format!("m-{i:05}")).collect();
+    let big = mock(
+        MockConfig::new("big")
+            .models(names)
+            .ttft(Duration::ZERO)
+            .tokens(1),
+    )
+    .await;
+    let backends = backends_yaml(&[&big], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    proxy.wait_log("backend big: 10000 models: m-00000, ").await;
+    assert!(proxy
+        .log_text()
+        .contains("backend big: its list leaves out 50 models beyond the first 10000"));
+    let client = client();
+    let ids = listed(&client, &proxy.url("/v1/models"), "data", "id").await;
+    assert_eq!(ids.len(), 10_000);
+    assert_eq!(ids.last().map(String::as_str), Some("m-09999"));
+    let longest = proxy.log_text().lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1000, "a log line of {longest} bytes");
+
+    let url = proxy.url("/v1/chat/completions");
+    assert_eq!(chat(&client, &url, "m-09999").await.unwrap().0, 200);
+    assert_eq!(chat(&client, &url, "m-10049").await.unwrap().0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_api_ps_calls_ask_each_backend_once() {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let client = client();
+    let url = proxy.url("/api/ps");
+    let calls = (0..10).map(|_| listed(&client, &url, "models", "name"));
+    for loaded in futures_util::future::join_all(calls).await {
+        assert_eq!(loaded, ["codestral", "llama3", "llama3"]);
+    }
+    // `/api/ps` is not among the mock's named paths: it counts as other.
+    for backend in &m {
+        let asked = backend.stats().requests_to("/api/ps");
+        // One fetch for all ten, or two if the machine is so slow that the
+        // first answer went stale while the calls were still arriving.
+        assert!(
+            (1..=2).contains(&asked),
+            "{} asked {asked} times",
+            backend.name()
+        );
+    }
+}

@@ -4,7 +4,12 @@
 //! A backend whose list cannot be fetched keeps its last known list (a
 //! restarting Ollama should not lose its models for a refresh), and the
 //! failure is logged once, not at every refresh.
+//!
+//! A list is bounded (in bytes read, in models kept, in what is logged of
+//! it), and stored only when it changed, so the fleet's list, rebuilt on
+//! each change, is not rebuilt at every refresh.
 
+use super::scan::check_model_name;
 use super::{fetch, ModelEntry};
 use crate::config::BackendKind;
 use crate::state::SharedState;
@@ -19,6 +24,20 @@ use std::time::Duration;
 
 /// How long one model-list request may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most models kept from one backend's list; the rest are left out,
+/// with a warning. Ollama servers hold tens of models and a vLLM server one;
+/// a list of thousands is a misconfigured or hostile backend, and every
+/// model listed costs memory, routing and `/v1/models` work.
+pub const MAX_MODELS: usize = 10_000;
+
+/// The most a model-list answer may weigh; a larger one is refused rather
+/// than buffered. Room for [`MAX_MODELS`] Ollama entries, which with their
+/// `details` weigh some 400 to 600 bytes each.
+const MAX_LIST_BODY: usize = 8 << 20;
+
+/// How many names the log line of a changed list shows.
+const LOGGED_NAMES: usize = 10;
 
 /// Parses an OpenAI `/v1/models` answer.
 pub fn parse_openai(body: &[u8]) -> Option<Vec<ModelEntry>> {
@@ -60,7 +79,7 @@ pub async fn discover(
     kind: BackendKind,
 ) -> Result<Vec<ModelEntry>, String> {
     let try_one = |path: &'static str, parse: fn(&[u8]) -> Option<Vec<ModelEntry>>| async move {
-        match fetch::get(addr, host, path, FETCH_TIMEOUT).await {
+        match fetch::get(addr, host, path, FETCH_TIMEOUT, MAX_LIST_BODY).await {
             Ok((200, body)) => parse(&body).ok_or_else(|| format!("{path}: not a model list")),
             Ok((status, _)) => Err(format!("{path}: HTTP {status}")),
             Err(e) => Err(format!("{path}: {e}")),
@@ -76,6 +95,67 @@ pub async fn discover(
                 .map_err(|second| format!("{first}; {second}")),
         },
     }
+}
+
+/// What [`bounded`] left out of a list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Names no client could ask for (see [`check_model_name`]).
+    pub unusable: usize,
+    /// Models beyond [`MAX_MODELS`].
+    pub beyond: usize,
+}
+
+impl Dropped {
+    fn any(&self) -> bool {
+        self.unusable + self.beyond > 0
+    }
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if self.unusable > 0 {
+            parts.push(format!(
+                "{} model names that are too long or have control characters",
+                self.unusable
+            ));
+        }
+        if self.beyond > 0 {
+            parts.push(format!(
+                "{} models beyond the first {MAX_MODELS}",
+                self.beyond
+            ));
+        }
+        write!(f, "its list leaves out {}", parts.join(" and "))
+    }
+}
+
+/// `list` without the names no client can ask for, and at most
+/// [`MAX_MODELS`] long, in the backend's order.
+pub fn bounded(mut list: Vec<ModelEntry>) -> (Vec<ModelEntry>, Dropped) {
+    let before = list.len();
+    list.retain(|e| check_model_name(&e.name).is_ok());
+    let unusable = before - list.len();
+    let beyond = list.len().saturating_sub(MAX_MODELS);
+    list.truncate(MAX_MODELS);
+    (list, Dropped { unusable, beyond })
+}
+
+/// A changed list as logged: how many models, and the first few names,
+/// so that one line stays short however long the list.
+pub fn summary(list: &[ModelEntry]) -> String {
+    let names: Vec<&str> = list
+        .iter()
+        .take(LOGGED_NAMES)
+        .map(|e| e.name.as_str())
+        .collect();
+    let more = list.len().saturating_sub(LOGGED_NAMES);
+    let mut line = format!("{} models: {}", list.len(), names.join(", "));
+    if more > 0 {
+        line.push_str(&format!(" and {more} more"));
+    }
+    line
 }
 
 /// The background service.
@@ -99,12 +179,14 @@ impl DiscoveryService {
             let models = &up.models;
             match result {
                 Ok(list) => {
-                    let changed = models.get().is_none_or(|old| *old != list);
-                    if changed {
-                        let names: Vec<&str> = list.iter().map(|e| e.name.as_str()).collect();
-                        info!("backend {}: models {}", up.spec.name, names.join(", "));
+                    let (list, dropped) = bounded(list);
+                    if models.get().is_none_or(|old| *old != list) {
+                        if dropped.any() {
+                            warn!("backend {}: {dropped}", up.spec.name);
+                        }
+                        info!("backend {}: {}", up.spec.name, summary(&list));
+                        models.set(list);
                     }
-                    models.set(list);
                     failing.insert(up.spec.addr, false);
                 }
                 Err(e) => {
@@ -163,5 +245,38 @@ mod tests {
         assert_eq!(list[1].name, "phi3:mini");
         assert!(parse_openai(b"{}").is_none());
         assert!(parse_ollama(b"nope").is_none());
+    }
+
+    fn entries(names: impl IntoIterator<Item = String>) -> Vec<ModelEntry> {
+        names
+            .into_iter()
+            .map(|name| ModelEntry { name, ollama: None })
+            .collect()
+    }
+
+    #[test]
+    fn a_list_is_bounded_and_logged_short() {
+        let mut names: Vec<String> = (0..MAX_MODELS + 5).map(|i| format!("m{i:05}")).collect();
+        names.insert(3, "bad\nname".into());
+        names.insert(4, "x".repeat(300));
+        let (list, dropped) = bounded(entries(names));
+        assert_eq!(list.len(), MAX_MODELS);
+        assert_eq!(list[3].name, "m00003");
+        assert_eq!(list.last().unwrap().name, format!("m{:05}", MAX_MODELS - 1));
+        assert_eq!(
+            dropped,
+            Dropped {
+                unusable: 2,
+                beyond: 5
+            }
+        );
+        let line = summary(&list);
+        assert!(line.starts_with("10000 models: m00000, m00001,"), "{line}");
+        assert!(line.ends_with(" and 9990 more"), "{line}");
+        assert!(line.len() < 200, "{line}");
+
+        let (short, dropped) = bounded(entries(["a".to_string(), "b".to_string()]));
+        assert!(!dropped.any());
+        assert_eq!(summary(&short), "2 models: a, b");
     }
 }

@@ -7,23 +7,27 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The most a model list may weigh; a larger answer is refused rather than
-/// buffered.
-const MAX_RESPONSE: usize = 8 << 20;
-
 /// `GET path` from `addr`, within `timeout`. Returns the status and body.
+/// A body larger than `limit` bytes is an error: it is refused rather than
+/// buffered.
 pub async fn get(
     addr: SocketAddr,
     host: &str,
     path: &str,
     timeout: Duration,
+    limit: usize,
 ) -> Result<(u16, Bytes), String> {
-    tokio::time::timeout(timeout, get_inner(addr, host, path))
+    tokio::time::timeout(timeout, get_inner(addr, host, path, limit))
         .await
         .map_err(|_| format!("no answer within {timeout:?}"))?
 }
 
-async fn get_inner(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, Bytes), String> {
+async fn get_inner(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    limit: usize,
+) -> Result<(u16, Bytes), String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -40,7 +44,7 @@ async fn get_inner(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, Byt
     let result = match resp {
         Ok(resp) => {
             let status = resp.status().as_u16();
-            let limited = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE);
+            let limited = http_body_util::Limited::new(resp.into_body(), limit);
             match limited.collect().await {
                 Ok(body) => Ok((status, body.to_bytes())),
                 Err(e) => Err(e.to_string()),

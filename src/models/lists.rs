@@ -4,12 +4,23 @@
 //!
 //! A model is listed once, if at least one healthy backend serves it;
 //! an alias is listed when its target is.
+//!
+//! Answers are not built per request: a backend may list thousands of
+//! models, and clients poll these paths. [`ListCache`] keeps the fleet's list
+//! and its two serializations until a backend's health or list changes, and
+//! keeps `/api/ps` (which asks every backend) for a second, with one fetch
+//! in flight however many clients ask.
 
-use super::{fetch, same_model, ModelEntry};
+use super::{base_name, fetch, ModelEntry};
 use crate::state::Snapshot;
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// What a list request should get, by method and path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,52 +44,157 @@ impl ListKind {
     }
 }
 
-/// Every model served by a healthy backend, once, in name order, followed
-/// by the aliases whose target is among them.
-pub fn fleet_models(snapshot: &Snapshot) -> Vec<ModelEntry> {
-    let mut out: Vec<ModelEntry> = Vec::new();
-    for pool in &snapshot.pools {
-        for up in pool.upstreams() {
-            if !up.health.is_healthy() {
-                continue;
-            }
-            let Some(list) = up.models.get() else {
-                continue;
-            };
-            for entry in list.iter() {
-                if !out.iter().any(|e| same_model(&e.name, &entry.name)) {
-                    out.push(entry.clone());
-                }
+/// The list answers of one snapshot. A reload (new backends, new aliases)
+/// builds a new snapshot and so starts with an empty cache.
+#[derive(Default)]
+pub struct ListCache {
+    /// The fleet's list as last built, with what it was built from.
+    fleet: ArcSwapOption<Fleet>,
+    /// The last merged `/api/ps` answer and when it was fetched. The lock
+    /// is held while fetching, so callers that arrive meanwhile wait for
+    /// that fetch instead of starting their own.
+    ps: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+}
+
+/// The fleet's list for one state of its backends.
+struct Fleet {
+    /// Each backend's health and list when this was built, in snapshot
+    /// order. Holding the lists keeps their addresses from being reused, so
+    /// comparing addresses tells whether a list was replaced.
+    sources: Vec<(bool, Option<Arc<Vec<ModelEntry>>>)>,
+    models: Vec<ModelEntry>,
+    /// Serialized on first use: most clients ask in one format only.
+    openai: OnceLock<Bytes>,
+    tags: OnceLock<Bytes>,
+}
+
+impl Fleet {
+    /// Whether the backends are still as they were when this was built.
+    fn is_current(&self, snapshot: &Snapshot) -> bool {
+        let mut sources = self.sources.iter();
+        let same = snapshot.pools.iter().flat_map(|p| p.upstreams()).all(|up| {
+            sources.next().is_some_and(|(healthy, list)| {
+                let now = up.models.get();
+                *healthy == up.health.is_healthy()
+                    && match (list, &now) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            })
+        });
+        same && sources.next().is_none()
+    }
+}
+
+impl ListCache {
+    /// `GET /v1/models`.
+    pub fn openai(&self, snapshot: &Snapshot) -> Bytes {
+        let fleet = self.fleet(snapshot);
+        fleet.openai.get_or_init(|| openai(&fleet.models)).clone()
+    }
+
+    /// `GET /api/tags`.
+    pub fn ollama_tags(&self, snapshot: &Snapshot) -> Bytes {
+        let fleet = self.fleet(snapshot);
+        fleet
+            .tags
+            .get_or_init(|| ollama_tags(&fleet.models))
+            .clone()
+    }
+
+    /// The fleet's list, rebuilt only when a backend's health or list
+    /// changed since it was last built.
+    fn fleet(&self, snapshot: &Snapshot) -> Arc<Fleet> {
+        if let Some(fleet) = self.fleet.load_full() {
+            if fleet.is_current(snapshot) {
+                return fleet;
             }
         }
+        // Sources first: a change while building makes the next request
+        // build again rather than be missed.
+        let sources = snapshot
+            .pools
+            .iter()
+            .flat_map(|p| p.upstreams())
+            .map(|up| (up.health.is_healthy(), up.models.get()))
+            .collect();
+        let fleet = Arc::new(Fleet {
+            sources,
+            models: fleet_models(snapshot),
+            openai: OnceLock::new(),
+            tags: OnceLock::new(),
+        });
+        self.fleet.store(Some(fleet.clone()));
+        fleet
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+
+    /// `GET /api/ps`: the models loaded on every healthy backend, merged,
+    /// asked of the backends at most once per [`PS_FRESH`].
+    pub async fn ollama_ps(&self, snapshot: &Snapshot) -> Bytes {
+        self.ps_cached(Instant::now, || ollama_ps(snapshot)).await
+    }
+
+    /// The kept `/api/ps` answer while `clock` says it is fresh, else the
+    /// one `fetch` gets. Callers that arrive during a fetch wait for it.
+    async fn ps_cached<Fut>(
+        &self,
+        clock: impl Fn() -> Instant,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Bytes
+    where
+        Fut: Future<Output = Bytes>,
+    {
+        let mut kept = self.ps.lock().await;
+        if let Some((at, body)) = kept.as_ref() {
+            if clock().saturating_duration_since(*at) < PS_FRESH {
+                return body.clone();
+            }
+        }
+        let body = fetch().await;
+        *kept = Some((clock(), body.clone()));
+        body
+    }
+}
+
+/// Every model served by a healthy backend, once, in name order, followed
+/// by the aliases whose target is among them. Where backends list one
+/// model under two names (`llama3`, `llama3:latest`), the first backend's
+/// entry is kept. Sorting, not pairwise comparison, so a fleet of long lists
+/// costs O(n log n).
+pub fn fleet_models(snapshot: &Snapshot) -> Vec<ModelEntry> {
+    let lists: Vec<Arc<Vec<ModelEntry>>> = snapshot
+        .pools
+        .iter()
+        .flat_map(|p| p.upstreams())
+        .filter(|up| up.health.is_healthy())
+        .filter_map(|up| up.models.get())
+        .collect();
+    let mut all: Vec<&ModelEntry> = lists.iter().flat_map(|l| l.iter()).collect();
+    // Stable, so the first backend's entry of a model stays first.
+    all.sort_by(|a, b| base_name(&a.name).cmp(base_name(&b.name)));
+    all.dedup_by(|later, first| base_name(&later.name) == base_name(&first.name));
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    let served: HashMap<&str, &ModelEntry> = all.iter().map(|e| (base_name(&e.name), *e)).collect();
     let aliases: Vec<ModelEntry> = snapshot
         .config
         .models
         .aliases
         .iter()
-        .filter(|(alias, target)| {
-            out.iter().any(|e| same_model(&e.name, target))
-                && !out.iter().any(|e| same_model(&e.name, alias))
-        })
-        .map(|(alias, target)| {
-            let base = out
-                .iter()
-                .find(|e| same_model(&e.name, target))
-                .and_then(|e| e.ollama.clone());
-            ModelEntry {
+        .filter(|(alias, _)| !served.contains_key(base_name(alias)))
+        .filter_map(|(alias, target)| {
+            let base = served.get(base_name(target))?;
+            Some(ModelEntry {
                 name: alias.clone(),
-                ollama: base.map(|mut v| {
+                ollama: base.ollama.clone().map(|mut v| {
                     v["name"] = json!(alias);
                     v["model"] = json!(alias);
                     v
                 }),
-            }
+            })
         })
         .collect();
-    out.extend(aliases);
-    out
+    all.into_iter().cloned().chain(aliases).collect()
 }
 
 /// `GET /v1/models`.
@@ -109,25 +225,199 @@ pub fn ollama_tags(models: &[ModelEntry]) -> Bytes {
 /// How long each backend gets to answer `/api/ps`.
 const PS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `GET /api/ps`: the models loaded on every healthy backend, merged.
-/// Backends that do not answer are left out.
-pub async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
+/// How long a merged `/api/ps` answer is given again. `ollama ps` users and
+/// dashboards poll it every few seconds; a second is fresh enough to say
+/// what is loaded where, and makes a burst of polls cost one round of
+/// requests to the backends instead of one per poll.
+pub const PS_FRESH: Duration = Duration::from_secs(1);
+
+/// The most one backend's `/api/ps` answer may weigh. Ollama lists the
+/// models it has loaded, a handful of entries of about 500 bytes; a larger
+/// answer is left out rather than buffered.
+const MAX_PS_BODY: usize = 256 << 10;
+
+/// `GET /api/ps` of every healthy backend, merged. Backends that do not
+/// answer are left out.
+async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
     let targets = snapshot.backends(|up| up.health.is_healthy());
-    let answers = futures_util::future::join_all(
-        targets
-            .iter()
-            .map(|up| fetch::get(up.spec.addr, up.spec.host(), "/api/ps", PS_TIMEOUT)),
-    )
+    let answers = futures_util::future::join_all(targets.iter().map(|up| {
+        fetch::get(
+            up.spec.addr,
+            up.spec.host(),
+            "/api/ps",
+            PS_TIMEOUT,
+            MAX_PS_BODY,
+        )
+    }))
     .await;
     let mut merged: Vec<Value> = Vec::new();
     for answer in answers {
         let Ok((200, body)) = answer else { continue };
-        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
             continue;
         };
-        if let Some(models) = v.get("models").and_then(|m| m.as_array()) {
-            merged.extend(models.iter().cloned());
+        if let Some(Value::Array(models)) = v.get_mut("models").map(Value::take) {
+            merged.extend(models);
         }
     }
     Bytes::from(json!({"models": merged}).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::pool::Upstream;
+    use crate::state::SharedState;
+
+    /// A snapshot of one unchecked pool of three backends.
+    fn snapshot() -> Arc<Snapshot> {
+        let yaml = "models:\n  aliases: { gpt-4o: llama3, codestral: qwen, ghost: nothing }\n\
+                    pools:\n  p:\n    health_check: { type: none }\n    backends:\n\
+                    \x20     - { url: \"http://127.0.0.1:10001\" }\n\
+                    \x20     - { url: \"http://127.0.0.1:10002\" }\n\
+                    \x20     - { url: \"http://127.0.0.1:10003\" }\n";
+        SharedState::new(Config::from_yaml(yaml).expect("valid test config")).load_full()
+    }
+
+    fn up(snapshot: &Snapshot, i: usize) -> &Arc<Upstream> {
+        &snapshot.pools[0].upstreams()[i]
+    }
+
+    fn entries(names: &[&str]) -> Vec<ModelEntry> {
+        names
+            .iter()
+            .map(|n| ModelEntry {
+                name: n.to_string(),
+                ollama: None,
+            })
+            .collect()
+    }
+
+    fn take_down(snapshot: &Snapshot, i: usize) {
+        let spec = &snapshot.pools[0].spec.health;
+        while up(snapshot, i)
+            .health
+            .begin_check()
+            .unwrap()
+            .observe(false, spec)
+            != Some(false)
+        {}
+    }
+
+    fn names(models: &[ModelEntry]) -> Vec<&str> {
+        models.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    #[test]
+    fn each_model_once_then_aliases_of_served_targets() {
+        let s = snapshot();
+        let mut a = entries(&["qwen", "llama3:latest"]);
+        a[1].ollama = Some(json!({"name": "llama3:latest", "size": 1}));
+        up(&s, 0).models.set(a);
+        up(&s, 1)
+            .models
+            .set(entries(&["llama3", "codestral", "qwen"]));
+        // The third backend's list is not known yet: it adds nothing.
+        let fleet = fleet_models(&s);
+        assert_eq!(
+            names(&fleet),
+            ["codestral", "llama3:latest", "qwen", "gpt-4o"]
+        );
+        // An alias takes its target's Ollama entry, renamed.
+        assert_eq!(fleet[3].ollama.as_ref().unwrap()["name"], "gpt-4o");
+        assert_eq!(fleet[3].ollama.as_ref().unwrap()["size"], 1);
+
+        take_down(&s, 0);
+        assert_eq!(
+            names(&fleet_models(&s)),
+            ["codestral", "llama3", "qwen", "gpt-4o"]
+        );
+    }
+
+    #[test]
+    fn answers_are_built_once_per_change_of_the_backends() {
+        let s = snapshot();
+        let many = |prefix: &str| -> Vec<ModelEntry> {
+            (0..10_000)
+                .map(|i| ModelEntry {
+                    name: format!("{prefix}-{i:05}"),
+                    ollama: None,
+                })
+                .collect()
+        };
+        up(&s, 0).models.set(many("a"));
+        up(&s, 1).models.set(many("b"));
+        let cache = &s.lists;
+        let first = cache.openai(&s);
+        let listed = |body: &Bytes| {
+            let v: Value = serde_json::from_slice(body).unwrap();
+            v["data"].as_array().unwrap().len()
+        };
+        assert_eq!(listed(&first), 20_000);
+        // Asked again, the same bytes: nothing was rebuilt.
+        assert_eq!(cache.openai(&s).as_ptr(), first.as_ptr());
+        let tags = cache.ollama_tags(&s);
+        assert_eq!(cache.ollama_tags(&s).as_ptr(), tags.as_ptr());
+
+        // A backend's list changes: rebuilt.
+        up(&s, 2).models.set(entries(&["c"]));
+        let second = cache.openai(&s);
+        assert_eq!(listed(&second), 20_001);
+        assert_eq!(cache.openai(&s).as_ptr(), second.as_ptr());
+
+        // A backend goes down: rebuilt without its models.
+        take_down(&s, 1);
+        assert_eq!(listed(&cache.openai(&s)), 10_001);
+        let v: Value = serde_json::from_slice(&cache.ollama_tags(&s)).unwrap();
+        assert_eq!(v["models"].as_array().unwrap().len(), 10_001);
+    }
+
+    #[tokio::test]
+    async fn api_ps_is_fetched_once_for_concurrent_callers_and_kept_briefly() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache = Arc::new(ListCache::default());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let start = Instant::now();
+        let fetch = |fetches: Arc<AtomicUsize>, gate: Arc<tokio::sync::Notify>| async move {
+            let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            gate.notified().await;
+            Bytes::from(n.to_string())
+        };
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let callers: Vec<_> = (0..10)
+            .map(|_| {
+                let (cache, fetches, gate, arrived) = (
+                    cache.clone(),
+                    fetches.clone(),
+                    gate.clone(),
+                    arrived.clone(),
+                );
+                tokio::spawn(async move {
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    cache.ps_cached(|| start, || fetch(fetches, gate)).await
+                })
+            })
+            .collect();
+        // Every caller has run up to its wait, one of them inside the fetch.
+        while arrived.load(Ordering::SeqCst) < 10 || fetches.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        gate.notify_one();
+        for caller in callers {
+            assert_eq!(caller.await.unwrap(), "1");
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+        // Fresh for PS_FRESH, then fetched again. (The gate is opened
+        // ahead, so that a wrong fetch fails the test instead of hanging it.)
+        gate.notify_one();
+        let soon = start + PS_FRESH / 2;
+        let got = cache.ps_cached(|| soon, || fetch(fetches.clone(), gate.clone()));
+        assert_eq!(got.await, "1");
+        let later = start + PS_FRESH;
+        let got = cache.ps_cached(|| later, || fetch(fetches.clone(), gate.clone()));
+        assert_eq!(got.await, "2");
+    }
 }

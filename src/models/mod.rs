@@ -69,8 +69,13 @@ impl BackendModels {
 
 /// Ollama treats `llama3` and `llama3:latest` as one model.
 pub fn same_model(a: &str, b: &str) -> bool {
-    let base = |s: &'_ str| -> String { s.strip_suffix(":latest").unwrap_or(s).to_string() };
-    a == b || base(a) == base(b)
+    base_name(a) == base_name(b)
+}
+
+/// A model's name without Ollama's default tag: what [`same_model`]
+/// compares, and what model lists are sorted and merged on.
+pub fn base_name(name: &str) -> &str {
+    name.strip_suffix(":latest").unwrap_or(name)
 }
 
 /// Glob match with `*` (any run) and `?` (one character).

@@ -3,9 +3,15 @@
 //!
 //! Chat bodies are mostly `messages`: a 2 MiB prompt is 2 MiB of strings the
 //! proxy has no use for. The scanner walks the top-level object once,
-//! skipping values it does not want without allocating, and stops at the
+//! skipping values it does not want without allocating, and finds the
 //! `model` key wherever it stands. It also returns where the value sits in
 //! the body, so an alias can be replaced in place.
+//!
+//! Routing on the model is only safe if the backend reads the same model.
+//! So keys are compared as a JSON parser decodes them (`"m\u006fdel"` is
+//! `model`), and a body in which two top-level keys could be read as
+//! `model` is refused: parsers disagree on which of two equal keys wins,
+//! and Go's `encoding/json` (Ollama) also matches `"MODEL"` or `"Model"`.
 
 use std::ops::Range;
 
@@ -16,6 +22,37 @@ pub enum ScanError {
     Malformed(&'static str),
     /// A well-formed object without a string `model`.
     Missing,
+    /// Two top-level keys that a backend may read as `model` (`model`
+    /// twice, in any spelling or letter case), so the backend could serve
+    /// another model than the one Switchyard routed on.
+    DuplicateModel,
+    /// A model name no backend can be asked for safely: what is wrong.
+    UnusableModel(&'static str),
+}
+
+/// The longest model name accepted, in bytes. Real names are far shorter:
+/// an Ollama reference with registry, namespace and tag
+/// (`registry.ollama.ai/library/llama3.1:70b-instruct-q4_K_M`) is under 60
+/// bytes, a Hugging Face repository id is an owner and a name of at most
+/// 96 characters, and a vLLM model served by its path is a little longer. The name is echoed in the
+/// `x-switchyard-model` response header, in logs and in error messages, so
+/// a bound keeps a client from making any of those as large as its body.
+pub const MAX_MODEL_NAME: usize = 256;
+
+/// Whether `name` can be sent to a backend and echoed back. Control
+/// characters (NUL, CR, LF, ...) cannot go into a response header, and
+/// backends answer them unpredictably.
+pub fn check_model_name(name: &str) -> Result<(), &'static str> {
+    if name.len() > MAX_MODEL_NAME {
+        return Err("the model name is too long");
+    }
+    // C0 controls and DEL are one byte in UTF-8 and C1 controls start with
+    // 0xC2: a pass over the bytes finds every candidate, without decoding.
+    let candidate = |b: &u8| *b < 0x20 || *b == 0x7f || *b == 0xc2;
+    if name.as_bytes().iter().any(candidate) && name.chars().any(char::is_control) {
+        return Err("the model name contains a control character");
+    }
+    Ok(())
 }
 
 /// The model and the byte range of its JSON string literal (quotes included).
@@ -27,12 +64,12 @@ pub struct Found {
 
 /// Scans `body` for its top-level `"model"` string. The whole body is
 /// checked to be one well-formed JSON object, so a malformed request is
-/// refused before any backend sees it. A repeated key counts as its last
-/// occurrence, as most JSON parsers read it.
+/// refused before any backend sees it.
 pub fn find_model(body: &[u8]) -> Result<Found, ScanError> {
     let mut s = Scanner { b: body, i: 0 };
     let mut found = None;
-    let mut model_not_string = false;
+    // Keys a backend may read as `model`, whatever their value.
+    let mut model_keys = 0;
     s.ws();
     s.expect(b'{', "a JSON object")?;
     s.ws();
@@ -42,26 +79,34 @@ pub fn find_model(body: &[u8]) -> Result<Found, ScanError> {
         loop {
             s.ws();
             let key_start = s.i;
-            s.skip_string()?;
-            let is_model = &body[key_start..s.i] == b"\"model\"";
+            let escaped = s.skip_string()?;
+            // Most keys are told apart by their length alone; only a key
+            // with escapes needs decoding.
+            let key = if escaped {
+                decoded_key_kind(&body[key_start + 1..s.i - 1])?
+            } else if s.i - key_start == MODEL.len() + 2 {
+                plain_key_kind(&body[key_start + 1..s.i - 1])
+            } else {
+                Key::Other
+            };
             s.ws();
             s.expect(b':', "':' after a key")?;
             s.ws();
             let start = s.i;
             s.skip_value(0)?;
-            if is_model {
-                let literal = &body[start..s.i];
-                match serde_json::from_slice::<serde_json::Value>(literal) {
-                    Ok(serde_json::Value::String(model)) => {
-                        found = Some(Found {
-                            model,
-                            span: start..s.i,
-                        });
-                        model_not_string = false;
-                    }
-                    Ok(_) => model_not_string = true,
-                    Err(_) => return Err(ScanError::Malformed("an invalid model value")),
+            if key != Key::Other {
+                model_keys += 1;
+                if model_keys > 1 {
+                    return Err(ScanError::DuplicateModel);
                 }
+            }
+            if key == Key::Model && body[start] == b'"' {
+                let model = serde_json::from_slice::<String>(&body[start..s.i])
+                    .map_err(|_| ScanError::Malformed("an invalid model value"))?;
+                found = Some(Found {
+                    model,
+                    span: start..s.i,
+                });
             }
             s.ws();
             match s.next() {
@@ -75,10 +120,85 @@ pub fn find_model(body: &[u8]) -> Result<Found, ScanError> {
     if s.peek().is_some() {
         return Err(ScanError::Malformed("nothing after the object"));
     }
-    match found {
-        Some(found) if !model_not_string => Ok(found),
-        _ => Err(ScanError::Missing),
+    let found = found.ok_or(ScanError::Missing)?;
+    check_model_name(&found.model).map_err(ScanError::UnusableModel)?;
+    Ok(found)
+}
+
+/// What a top-level key is to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    /// `model`, as every JSON parser reads it.
+    Model,
+    /// `model` in other letter case: Go's `encoding/json` reads it as
+    /// `model`, other parsers do not.
+    OtherCase,
+    Other,
+}
+
+/// The key every JSON parser reads as the model.
+const MODEL: &[u8; 5] = b"model";
+
+/// What a key without escapes, as long as `model`, is.
+fn plain_key_kind(raw: &[u8]) -> Key {
+    if raw == MODEL {
+        Key::Model
+    } else if raw.eq_ignore_ascii_case(MODEL) {
+        Key::OtherCase
+    } else {
+        Key::Other
     }
+}
+
+/// What a key with escapes is, decoded without allocating: a key is `model`
+/// when its UTF-16 code units are, and every unit of `model` is ASCII, so
+/// raw non-ASCII bytes and surrogates simply do not match.
+#[cold]
+fn decoded_key_kind(raw: &[u8]) -> Result<Key, ScanError> {
+    let (mut exact, mut folded, mut n) = (true, true, 0);
+    let mut i = 0;
+    while i < raw.len() {
+        let unit: u32 = if raw[i] != b'\\' {
+            i += 1;
+            u32::from(raw[i - 1])
+        } else {
+            let escape = raw.get(i + 1).copied();
+            i += 2;
+            match escape {
+                Some(c @ (b'"' | b'\\' | b'/')) => u32::from(c),
+                Some(b'b') => 0x08,
+                Some(b'f') => 0x0c,
+                Some(b'n') => u32::from(b'\n'),
+                Some(b'r') => u32::from(b'\r'),
+                Some(b't') => u32::from(b'\t'),
+                Some(b'u') => {
+                    let hex = raw
+                        .get(i..i + 4)
+                        .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                        .ok_or(ScanError::Malformed("a \\u escape with four hex digits"))?;
+                    i += 4;
+                    hex
+                }
+                _ => return Err(ScanError::Malformed("a valid escape in a key")),
+            }
+        };
+        let want = MODEL.get(n).copied().map(u32::from);
+        let lower = if (0x41..=0x5a).contains(&unit) {
+            unit + 0x20
+        } else {
+            unit
+        };
+        exact &= want == Some(unit);
+        folded &= want == Some(lower);
+        n += 1;
+    }
+    Ok(match (n == MODEL.len(), exact, folded) {
+        (true, true, _) => Key::Model,
+        (true, false, true) => Key::OtherCase,
+        _ => Key::Other,
+    })
 }
 
 /// Nesting deeper than this is refused rather than followed: it bounds the
@@ -115,9 +235,12 @@ impl Scanner<'_> {
         }
     }
 
-    /// Skips a string literal, escapes included.
-    fn skip_string(&mut self) -> Result<(), ScanError> {
+    /// Skips a string literal, escapes included; returns whether it has
+    /// any escape.
+    #[inline]
+    fn skip_string(&mut self) -> Result<bool, ScanError> {
         self.expect(b'"', "a string")?;
+        let mut escaped = false;
         loop {
             // Jump to the next quote or backslash; everything else is content.
             let rest = &self.b[self.i..];
@@ -126,8 +249,9 @@ impl Scanner<'_> {
                 Some(n) => {
                     self.i += n;
                     if self.next() == Some(b'"') {
-                        return Ok(());
+                        return Ok(escaped);
                     }
+                    escaped = true;
                     // A backslash escapes the next byte (`\uXXXX` needs no
                     // more care: its digits are plain content).
                     if self.next().is_none() {
@@ -143,7 +267,7 @@ impl Scanner<'_> {
             return Err(ScanError::Malformed("nesting too deep"));
         }
         match self.peek() {
-            Some(b'"') => self.skip_string(),
+            Some(b'"') => self.skip_string().map(drop),
             Some(open @ (b'{' | b'[')) => {
                 let close = if open == b'{' { b'}' } else { b']' };
                 self.i += 1;
@@ -252,6 +376,80 @@ mod tests {
         let deep =
             "{\"a\":".to_string() + &"[".repeat(1000) + &"]".repeat(1000) + ",\"model\":\"x\"}";
         assert!(matches!(model(&deep), Err(ScanError::Malformed(_))));
+    }
+
+    #[test]
+    fn keys_are_read_as_a_json_parser_reads_them() {
+        assert_eq!(model(r#"{"m\u006fdel":"qwen"}"#).unwrap(), "qwen");
+        assert_eq!(
+            model(r#"{"\u006D\u006f\u0064\u0065\u006c":"x"}"#).unwrap(),
+            "x"
+        );
+        // Escapes that decode to something else are other keys.
+        assert_eq!(
+            model(r#"{"mod\u0065l\n":"a","model":"b","\ud83d\ude00":1}"#).unwrap(),
+            "b"
+        );
+        for bad in [
+            r#"{"m\x6fdel":"a"}"#,
+            r#"{"m\u6fzl":"a"}"#,
+            r#"{"m\u+06fdel":"a"}"#,
+            r#"{"m\u00":"a"}"#,
+        ] {
+            assert!(
+                matches!(model(bad), Err(ScanError::Malformed(_))),
+                "{bad:?} -> {:?}",
+                model(bad)
+            );
+        }
+        // Go's encoding/json (Ollama) would read this key as the model;
+        // the others would find none.
+        assert_eq!(model(r#"{"Model":"x"}"#), Err(ScanError::Missing));
+    }
+
+    #[test]
+    fn a_second_model_key_in_any_spelling_is_refused() {
+        for body in [
+            r#"{"model":"llama3","model":"qwen"}"#,
+            r#"{"model":"llama3","m\u006fdel":"qwen"}"#,
+            r#"{"m\u006fdel":"qwen","messages":[],"model":"llama3"}"#,
+            r#"{"model":"llama3","MODEL":"qwen"}"#,
+            r#"{"MoDeL":"qwen","model":"llama3"}"#,
+            r#"{"model":"llama3","M\u004fDEL":"qwen"}"#,
+            r#"{"model":"llama3","model":3}"#,
+        ] {
+            assert_eq!(model(body), Err(ScanError::DuplicateModel), "{body}");
+        }
+        // Only top-level keys count.
+        assert_eq!(
+            model(r#"{"model":"a","options":{"model":"b","MODEL":"c"}}"#).unwrap(),
+            "a"
+        );
+    }
+
+    #[test]
+    fn unusable_model_names() {
+        let long = "m".repeat(MAX_MODEL_NAME + 1);
+        for body in [
+            r#"{"model":"llama3\u0000"}"#.to_string(),
+            r#"{"model":"llama3\r\nx-evil: 1"}"#.to_string(),
+            r#"{"model":"a\tb"}"#.to_string(),
+            r#"{"model":"\u0085"}"#.to_string(),
+            format!(r#"{{"model":"{long}"}}"#),
+        ] {
+            assert!(
+                matches!(model(&body), Err(ScanError::UnusableModel(_))),
+                "{body}"
+            );
+        }
+        let longest = "m".repeat(MAX_MODEL_NAME);
+        assert_eq!(
+            model(&format!(r#"{{"model":"{longest}"}}"#)).unwrap(),
+            longest
+        );
+        assert_eq!(model(r#"{"model":"café:7b"}"#).unwrap(), "café:7b");
+        // Starts like a C1 control in UTF-8 (0xC2), but is not one.
+        assert_eq!(model(r#"{"model":"a\u00a9b ©"}"#).unwrap(), "a©b ©");
     }
 
     #[test]

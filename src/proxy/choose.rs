@@ -4,7 +4,7 @@
 use super::ctx::RequestCtx;
 use crate::admission::QueueError;
 use crate::error_response::{send_json, ApiError};
-use crate::models::lists::{self, ListKind};
+use crate::models::lists::ListKind;
 use crate::models::scan;
 use crate::pool::{Pick, Pool, Upstream};
 use crate::request_body::{read_all, BodyError};
@@ -25,9 +25,9 @@ pub(super) async fn answer_list(
     kind: ListKind,
 ) -> Result<()> {
     let body = match kind {
-        ListKind::OpenAi => lists::openai(&lists::fleet_models(snapshot)),
-        ListKind::OllamaTags => lists::ollama_tags(&lists::fleet_models(snapshot)),
-        ListKind::OllamaPs => lists::ollama_ps(snapshot).await,
+        ListKind::OpenAi => snapshot.lists.openai(snapshot),
+        ListKind::OllamaTags => snapshot.lists.ollama_tags(snapshot),
+        ListKind::OllamaPs => snapshot.lists.ollama_ps(snapshot).await,
     };
     send_json(session, 200, body, None).await
 }
@@ -66,6 +66,25 @@ pub(super) async fn read_model(
                 "invalid_request_error",
                 "invalid_json",
                 format!("the request body is not valid JSON: expected {what}"),
+            )))
+        }
+        Err(scan::ScanError::DuplicateModel) => {
+            return Ok(Err(ApiError::new(
+                400,
+                "invalid_request_error",
+                "invalid_json",
+                "the request body names \"model\" more than once",
+            )))
+        }
+        Err(scan::ScanError::UnusableModel(what)) => {
+            return Ok(Err(ApiError::new(
+                400,
+                "invalid_request_error",
+                "invalid_model",
+                format!(
+                    "{what}: a model name has at most {} bytes and no control characters",
+                    scan::MAX_MODEL_NAME
+                ),
             )))
         }
     };

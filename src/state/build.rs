@@ -12,6 +12,7 @@ use super::Snapshot;
 use crate::circuit::Circuit;
 use crate::config::{BackendSpec, Config, HealthKind};
 use crate::health::BackendHealth;
+use crate::models::lists::ListCache;
 use crate::models::BackendModels;
 use crate::pool::{Pool, PoolShared};
 use crate::route::Router;
@@ -104,5 +105,6 @@ pub(super) fn build(
         router: Router::new(&config.routes, &config.pools),
         config: Arc::new(config.clone()),
         pools,
+        lists: ListCache::default(),
     }
 }

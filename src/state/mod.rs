@@ -17,6 +17,7 @@ pub mod diff;
 pub use diff::SnapshotDiff;
 
 use crate::config::Config;
+use crate::models::lists::ListCache;
 use crate::pool::{Pool, Upstream};
 use crate::route::Router;
 use arc_swap::{ArcSwap, Guard};
@@ -31,6 +32,9 @@ pub struct Snapshot {
     /// In the order of `config.pools`.
     pub pools: Vec<Arc<Pool>>,
     pub router: Router,
+    /// The model lists Switchyard answers, built once per change of the
+    /// backends rather than per request; a new snapshot starts it empty.
+    pub lists: ListCache,
 }
 
 impl Snapshot {
