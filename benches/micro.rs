@@ -5,9 +5,9 @@
 //! `cargo bench --bench micro`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use switchyard::balance::pool::{Pick, Pool};
 use switchyard::config::Config;
 use switchyard::models::scan;
-use switchyard::pool::{Pick, Pool};
 
 fn pool(strategy: &str, n: usize) -> Pool {
     let backends: String = (0..n)

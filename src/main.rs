@@ -6,8 +6,8 @@ use pingora_core::server::RunArgs;
 use std::process::ExitCode;
 use switchyard::cli::{Args, EXIT_BAD_CONFIG};
 use switchyard::config::Config;
+use switchyard::lifecycle::signals::{SignalWatch, UpgradeCommand};
 use switchyard::server::{self, RunOptions};
-use switchyard::signals::{SignalWatch, UpgradeCommand};
 
 // jemalloc rather than glibc's malloc: Pingora allocates and frees buffers
 // of 16 to 64 KiB per request, which glibc answers by consolidating its free

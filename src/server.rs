@@ -1,14 +1,14 @@
 //! Assembles the Pingora server: the proxy service on its listeners, the
 //! health checker and the SIGHUP reloader.
 
+use crate::background::discovery::DiscoveryService;
+use crate::background::health::HealthService;
 use crate::config::Config;
-use crate::drain::{DrainService, InFlight};
 use crate::edge::EdgeApp;
-use crate::health::HealthService;
+use crate::lifecycle::drain::{DrainService, Requests};
+use crate::lifecycle::reload::{ReloadService, Reloader};
 use crate::metrics::Metrics;
-use crate::models::discovery::DiscoveryService;
 use crate::proxy::Switchyard;
-use crate::reload::{ReloadService, Reloader};
 use crate::state::SharedState;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -71,7 +71,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     let listen = config.server.listen.clone();
     let settings = config.server.clone();
     let state = SharedState::new(config);
-    let in_flight = Arc::new(InFlight::default());
+    let in_flight = Arc::new(Requests::default());
     let metrics = Arc::new(Metrics::default());
 
     let proxy = pingora_proxy::http_proxy(

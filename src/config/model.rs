@@ -4,8 +4,8 @@
 //! `Duration`s, URLs are socket addresses, regexes are compiled. The proxy and
 //! the reload path only ever see these types, never the file format.
 
-pub use crate::admission::QueueSpec;
-pub use crate::circuit::CircuitSpec;
+pub use crate::balance::queue::QueueSpec;
+pub use crate::health::circuit::CircuitSpec;
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -206,7 +206,7 @@ pub struct PoolSpec {
 /// `pools.NAME.backends[i]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendSpec {
-    /// Shown in logs and the `x-switchyard-backend` header. Default: the URL's authority.
+    /// Shown in logs. Default: the URL's authority.
     pub name: String,
     /// As written in the file, for messages.
     pub url: String,

@@ -19,9 +19,8 @@ mod stream;
 pub use stream::{Conn, EdgeLimits, EdgeStream};
 
 use crate::config::ServerSettings;
-use crate::error_response::ApiError;
+use crate::errors::ApiError;
 use crate::metrics::Metrics;
-use crate::proxy::Switchyard;
 use crate::state::SharedState;
 use async_trait::async_trait;
 use log::warn;
@@ -29,7 +28,7 @@ use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use pingora_proxy::{HttpProxy, Session};
+use pingora_proxy::Session;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,9 +39,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// connection before the answer is read).
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
-/// The connection layer in front of the proxy.
-pub struct EdgeApp {
-    proxy: Arc<HttpProxy<Switchyard>>,
+/// The connection layer in front of the proxy, an HTTP application such
+/// as Pingora's `HttpProxy`.
+pub struct EdgeApp<A> {
+    proxy: Arc<A>,
     state: Arc<SharedState>,
     metrics: Arc<Metrics>,
     /// When the last refusal was logged, as seconds since the Unix epoch: a
@@ -50,12 +50,8 @@ pub struct EdgeApp {
     last_refusal_log: AtomicU64,
 }
 
-impl EdgeApp {
-    pub fn new(
-        proxy: HttpProxy<Switchyard>,
-        state: Arc<SharedState>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+impl<A> EdgeApp<A> {
+    pub fn new(proxy: A, state: Arc<SharedState>, metrics: Arc<Metrics>) -> Self {
         EdgeApp {
             proxy: Arc::new(proxy),
             state,
@@ -122,7 +118,10 @@ impl Drop for OpenGuard<'_> {
 }
 
 #[async_trait]
-impl ServerApp for EdgeApp {
+impl<A> ServerApp for EdgeApp<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,

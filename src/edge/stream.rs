@@ -25,7 +25,7 @@
 //! through: the body and response timeouts are Pingora's own, set per
 //! request by the proxy.
 
-use crate::error_response::ApiError;
+use crate::errors::ApiError;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use bytes::Bytes;

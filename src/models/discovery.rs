@@ -12,14 +12,8 @@
 use super::scan::check_model_name;
 use super::{fetch, ModelEntry};
 use crate::config::BackendKind;
-use crate::state::SharedState;
-use async_trait::async_trait;
-use log::{info, warn};
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
-use std::collections::HashMap;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long one model-list request may take.
@@ -107,7 +101,7 @@ pub struct Dropped {
 }
 
 impl Dropped {
-    fn any(&self) -> bool {
+    pub fn any(&self) -> bool {
         self.unusable + self.beyond > 0
     }
 }
@@ -156,72 +150,6 @@ pub fn summary(list: &[ModelEntry]) -> String {
         line.push_str(&format!(" and {more} more"));
     }
     line
-}
-
-/// The background service.
-pub struct DiscoveryService {
-    state: Arc<SharedState>,
-}
-
-impl DiscoveryService {
-    pub fn new(state: Arc<SharedState>) -> Self {
-        DiscoveryService { state }
-    }
-
-    /// One round over every backend whose list is not fixed by the file.
-    async fn round(&self, failing: &mut HashMap<SocketAddr, bool>) {
-        let backends = self.state.load().backends(|up| up.spec.models.is_none());
-        let rounds = backends.into_iter().map(|up| async move {
-            let result = discover(up.spec.addr, up.spec.host(), up.spec.kind).await;
-            (up, result)
-        });
-        for (up, result) in futures_util::future::join_all(rounds).await {
-            let models = &up.models;
-            match result {
-                Ok(list) => {
-                    let (list, dropped) = bounded(list);
-                    if models.get().is_none_or(|old| *old != list) {
-                        if dropped.any() {
-                            warn!("backend {}: {dropped}", up.spec.name);
-                        }
-                        info!("backend {}: {}", up.spec.name, summary(&list));
-                        models.set(list);
-                    }
-                    failing.insert(up.spec.addr, false);
-                }
-                Err(e) => {
-                    if !failing.insert(up.spec.addr, true).unwrap_or(false) {
-                        warn!(
-                            "backend {}: cannot list models, keeping the last known list: {e}",
-                            up.spec.name
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for DiscoveryService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut failing = HashMap::new();
-        loop {
-            let generation = self.state.load().generation;
-            self.round(&mut failing).await;
-            let refresh = self.state.load().config.models.refresh;
-            // Wake early when a reload brings backends nobody has asked yet.
-            let deadline = tokio::time::Instant::now().checked_add(refresh);
-            while self.state.load().generation == generation
-                && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
-            {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = shutdown.changed() => return,
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

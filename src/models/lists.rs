@@ -44,8 +44,9 @@ impl ListKind {
     }
 }
 
-/// The list answers of one snapshot. A reload (new backends, new aliases)
-/// builds a new snapshot and so starts with an empty cache.
+/// The list answers, kept until the backends or the snapshot change. One
+/// per proxy, passed in; a reload (new backends, new aliases) publishes a
+/// new snapshot generation, which the fleet's list is rebuilt for.
 #[derive(Default)]
 pub struct ListCache {
     /// The fleet's list as last built, with what it was built from.
@@ -58,6 +59,8 @@ pub struct ListCache {
 
 /// The fleet's list for one state of its backends.
 struct Fleet {
+    /// The snapshot it was built from.
+    generation: u64,
     /// Each backend's health and list when this was built, in snapshot
     /// order. Holding the lists keeps their addresses from being reused, so
     /// comparing addresses tells whether a list was replaced.
@@ -83,7 +86,7 @@ impl Fleet {
                     }
             })
         });
-        same && sources.next().is_none()
+        same && sources.next().is_none() && snapshot.generation == self.generation
     }
 }
 
@@ -120,6 +123,7 @@ impl ListCache {
             .map(|up| (up.health.is_healthy(), up.models.get()))
             .collect();
         let fleet = Arc::new(Fleet {
+            generation: snapshot.generation,
             sources,
             models: fleet_models(snapshot),
             openai: OnceLock::new(),
@@ -266,8 +270,8 @@ async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::pool::Upstream;
     use crate::config::Config;
-    use crate::pool::Upstream;
     use crate::state::SharedState;
 
     /// A snapshot of one unchecked pool of three backends.
@@ -348,7 +352,7 @@ mod tests {
         };
         up(&s, 0).models.set(many("a"));
         up(&s, 1).models.set(many("b"));
-        let cache = &s.lists;
+        let cache = &ListCache::default();
         let first = cache.openai(&s);
         let listed = |body: &Bytes| {
             let v: Value = serde_json::from_slice(body).unwrap();

@@ -1,13 +1,14 @@
 //! The request's model, the backend for each attempt, and the model lists
 //! Switchyard answers itself.
 
+use super::body::{read_all, BodyError};
 use super::ctx::RequestCtx;
-use crate::admission::QueueError;
-use crate::error_response::{send_json, ApiError};
-use crate::models::lists::ListKind;
+use crate::balance::pool::{Pick, Pool, Upstream};
+use crate::balance::queue::QueueError;
+use crate::errors::{send_json, ApiError};
+use crate::models::lists::{ListCache, ListKind};
 use crate::models::scan;
-use crate::pool::{Pick, Pool, Upstream};
-use crate::request_body::{read_all, BodyError};
+use crate::routing;
 use crate::state::Snapshot;
 use log::debug;
 use pingora_error::Result;
@@ -22,12 +23,13 @@ pub const MODEL_HEADER: &str = "x-switchyard-model";
 pub(super) async fn answer_list(
     session: &mut Session,
     snapshot: &Snapshot,
+    lists: &ListCache,
     kind: ListKind,
 ) -> Result<()> {
     let body = match kind {
-        ListKind::OpenAi => snapshot.lists.openai(snapshot),
-        ListKind::OllamaTags => snapshot.lists.ollama_tags(snapshot),
-        ListKind::OllamaPs => snapshot.lists.ollama_ps(snapshot).await,
+        ListKind::OpenAi => lists.openai(snapshot),
+        ListKind::OllamaTags => lists.ollama_tags(snapshot),
+        ListKind::OllamaPs => lists.ollama_ps(snapshot).await,
     };
     send_json(session, 200, body, None).await
 }
@@ -200,7 +202,7 @@ fn pick(
     };
     let other = if ctx.tried.is_empty() { "" } else { "other " };
     let Some(model) = ctx.model.clone() else {
-        let key = pool.hash_key(session, None);
+        let key = key_of(session, pool, None);
         return match pool.select(&key, &ctx.tried, skip, None) {
             Pick::Chosen(up) => Outcome::Chosen(up, None),
             Pick::Busy => Outcome::Busy,
@@ -208,7 +210,7 @@ fn pick(
         };
     };
     let current = ctx.served_model.clone().unwrap_or_else(|| model.clone());
-    let key = pool.hash_key(session, Some(&current));
+    let key = key_of(session, pool, Some(&current));
     match pool.select(&key, &ctx.tried, skip, Some(&current)) {
         Pick::Chosen(up) => return Outcome::Chosen(up, Some(current)),
         Pick::Busy => return Outcome::Busy,
@@ -220,7 +222,7 @@ fn pick(
             .as_ref()
             .and_then(|s| s.config.models.fallbacks.get(&model).cloned());
         for fallback in fallbacks.unwrap_or_default() {
-            let key = pool.hash_key(session, Some(&fallback));
+            let key = key_of(session, pool, Some(&fallback));
             match pool.select(&key, &ctx.tried, skip, Some(&fallback)) {
                 Pick::Chosen(up) => {
                     debug!("model {model}: no healthy backend, falling back to {fallback}");
@@ -242,4 +244,13 @@ fn pick(
     Outcome::Refused(no_backend(&format!(
         "no {other}healthy backend for model '{current}'"
     )))
+}
+
+/// The bytes the pool's `consistent_hash` places this request by.
+fn key_of(session: &Session, pool: &Pool, model: Option<&str>) -> Vec<u8> {
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    routing::hash_key(&pool.spec.strategy, session.req_header(), client, model)
 }

@@ -1,13 +1,14 @@
 //! What one request carries from hook to hook.
 
-use crate::circuit::CircuitPermit;
-use crate::drain::InFlightGuard;
-use crate::error_response::ApiError;
-use crate::least_conn::InFlightSlot;
+use super::framing::{Framer, StreamFormat};
+use super::watchdog::Watchdog;
+use crate::balance::in_flight::InFlightSlot;
+use crate::balance::pool::{Pool, Upstream};
+use crate::errors::ApiError;
+use crate::health::circuit::CircuitPermit;
+use crate::lifecycle::drain::RequestGuard;
 use crate::models::scan;
-use crate::pool::{Pool, Upstream};
 use crate::state::Snapshot;
-use crate::watchdog::Watchdog;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 /// Per-request state.
 pub struct RequestCtx {
     /// Released when the request ends in any way.
-    pub(super) _in_flight: InFlightGuard,
+    pub(super) _in_flight: RequestGuard,
     /// The routing state this request runs on, taken at its start.
     pub(super) snapshot: Option<Arc<Snapshot>>,
     /// Index of the routed pool in `snapshot.pools`.
@@ -51,29 +52,7 @@ pub struct RequestCtx {
     /// Request body bytes forwarded so far.
     pub(super) body_bytes: usize,
     /// The unfinished event of a streamed response, held back.
-    pub(super) framer: super::framing::Framer,
-}
-
-/// A streamed response's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamFormat {
-    /// `text/event-stream`.
-    Sse,
-    /// `application/x-ndjson` (Ollama).
-    Ndjson,
-}
-
-impl StreamFormat {
-    pub fn of(content_type: Option<&str>) -> Option<StreamFormat> {
-        let ct = content_type?.split(';').next()?.trim().to_ascii_lowercase();
-        match ct.as_str() {
-            "text/event-stream" => Some(StreamFormat::Sse),
-            "application/x-ndjson" | "application/jsonl" | "application/json-seq" => {
-                Some(StreamFormat::Ndjson)
-            }
-            _ => None,
-        }
-    }
+    pub(super) framer: Framer,
 }
 
 impl RequestCtx {

@@ -1,7 +1,7 @@
 //! What the client gets when something fails.
 
-use super::ctx::StreamFormat;
-use crate::error_response::ApiError;
+use super::framing::StreamFormat;
+use crate::errors::ApiError;
 use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType};
 

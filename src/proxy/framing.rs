@@ -10,8 +10,29 @@
 //! before an event is complete, so holding the tail delays nothing it
 //! could have used.
 
-use super::ctx::StreamFormat;
 use bytes::{Bytes, BytesMut};
+
+/// A streamed response's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// `text/event-stream`.
+    Sse,
+    /// `application/x-ndjson` (Ollama).
+    Ndjson,
+}
+
+impl StreamFormat {
+    pub fn of(content_type: Option<&str>) -> Option<StreamFormat> {
+        let ct = content_type?.split(';').next()?.trim().to_ascii_lowercase();
+        match ct.as_str() {
+            "text/event-stream" => Some(StreamFormat::Sse),
+            "application/x-ndjson" | "application/jsonl" | "application/json-seq" => {
+                Some(StreamFormat::Ndjson)
+            }
+            _ => None,
+        }
+    }
+}
 
 /// The unfinished end of a streamed response.
 #[derive(Debug, Default)]

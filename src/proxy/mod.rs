@@ -6,33 +6,40 @@
 //! pool's `retries`; errors the proxy answers itself are OpenAI-style JSON.
 //!
 //! # Layout
+//! - [`body`]: reading a body whole to route on its model.
 //! - [`ctx`]: what one request carries from hook to hook.
-//! - [`choose`]: the request's model, the backend for each attempt, and the
+//! - [`mod@choose`]: the request's model, the backend for each attempt, and the
 //!   model lists Switchyard answers itself.
 //! - [`failure`]: what the client gets when something fails.
 //! - [`framing`]: streamed responses passed on whole events at a time.
 //! - [`headers`]: hop-by-hop headers.
 //! - [`policy`]: what a request must look like, and the `Via` it gets.
+//! - [`replay`]: forwarding a body read before the backend was chosen.
+//! - [`watchdog`]: the first-byte and idle timeouts of a response.
 
+mod body;
 mod choose;
 mod ctx;
 mod failure;
 mod framing;
 mod headers;
 mod policy;
+mod replay;
+mod watchdog;
 
 pub use choose::MODEL_HEADER;
-pub use ctx::{RequestCtx, StreamFormat};
+pub use ctx::RequestCtx;
+pub use framing::StreamFormat;
 pub use policy::Via;
 
-use crate::drain::InFlight;
 use crate::edge;
-use crate::error_response::ApiError;
+use crate::errors::ApiError;
+use crate::lifecycle::drain::Requests;
 use crate::metrics::Metrics;
-use crate::models::lists::ListKind;
-use crate::request_body::names_a_model;
+use crate::models::lists::{ListCache, ListKind};
 use crate::state::SharedState;
 use async_trait::async_trait;
+use body::names_a_model;
 use bytes::Bytes;
 use choose::{answer_list, choose, read_model};
 use failure::error_for;
@@ -59,20 +66,24 @@ const LINGER: Duration = Duration::from_secs(5);
 pub struct Switchyard {
     state: Arc<SharedState>,
     /// Every request holds a count here, so shutdown can end with the last.
-    in_flight: Arc<InFlight>,
+    in_flight: Arc<Requests>,
     metrics: Arc<Metrics>,
+    /// The model lists Switchyard answers, built once per change of the
+    /// backends rather than per request.
+    lists: ListCache,
     /// This process's `Via` entry: added to every forwarded request, and
     /// the sign of a request that has looped back.
     via: Via,
 }
 
 impl Switchyard {
-    pub fn new(state: Arc<SharedState>, in_flight: Arc<InFlight>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(state: Arc<SharedState>, in_flight: Arc<Requests>, metrics: Arc<Metrics>) -> Self {
         Switchyard {
             state,
             in_flight,
             metrics,
             via: Via::new(),
+            lists: ListCache::default(),
         }
     }
 }
@@ -141,7 +152,7 @@ impl ProxyHttp for Switchyard {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         if let Some(kind) = ListKind::of(&method, &path) {
-            answer_list(session, &snapshot, kind).await?;
+            answer_list(session, &snapshot, &self.lists, kind).await?;
             return Ok(true);
         }
         if names_a_model(&method, &path) {

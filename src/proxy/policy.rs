@@ -3,7 +3,7 @@
 //! request a backend could read differently from Switchyard, or one that
 //! has looped back through this proxy, never reaches a backend.
 
-use crate::error_response::ApiError;
+use crate::errors::ApiError;
 use pingora_http::RequestHeader;
 use std::hash::{BuildHasher, Hasher};
 

@@ -9,13 +9,12 @@
 
 use super::diff::SnapshotDiff;
 use super::Snapshot;
-use crate::circuit::Circuit;
+use crate::balance::pool::{Pool, PoolShared};
 use crate::config::{BackendSpec, Config, HealthKind};
+use crate::health::circuit::Circuit;
 use crate::health::BackendHealth;
-use crate::models::lists::ListCache;
 use crate::models::BackendModels;
-use crate::pool::{Pool, PoolShared};
-use crate::route::Router;
+use crate::routing::Router;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,6 +104,5 @@ pub(super) fn build(
         router: Router::new(&config.routes, &config.pools),
         config: Arc::new(config.clone()),
         pools,
-        lists: ListCache::default(),
     }
 }

@@ -16,10 +16,9 @@ pub mod diff;
 
 pub use diff::SnapshotDiff;
 
+use crate::balance::pool::{Pool, Upstream};
 use crate::config::Config;
-use crate::models::lists::ListCache;
-use crate::pool::{Pool, Upstream};
-use crate::route::Router;
+use crate::routing::Router;
 use arc_swap::{ArcSwap, Guard};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -32,9 +31,6 @@ pub struct Snapshot {
     /// In the order of `config.pools`.
     pub pools: Vec<Arc<Pool>>,
     pub router: Router,
-    /// The model lists Switchyard answers, built once per change of the
-    /// backends rather than per request; a new snapshot starts it empty.
-    pub lists: ListCache,
 }
 
 impl Snapshot {
@@ -59,6 +55,9 @@ impl Snapshot {
 /// reloader.
 pub struct SharedState {
     current: ArcSwap<Snapshot>,
+    /// The generation of the current snapshot, for background services to
+    /// wait on instead of polling.
+    published: tokio::sync::watch::Sender<u64>,
     /// Source of pool ids, unique for the life of the process.
     next_pool_id: AtomicU64,
 }
@@ -70,6 +69,7 @@ impl SharedState {
         let snapshot = build::build(&config, None, 1, &next_pool_id);
         Arc::new(SharedState {
             current: ArcSwap::from_pointee(snapshot),
+            published: tokio::sync::watch::Sender::new(1),
             next_pool_id,
         })
     }
@@ -100,6 +100,13 @@ impl SharedState {
 
     /// Makes `next` the current snapshot.
     pub fn publish(&self, next: Snapshot) {
+        let generation = next.generation;
         self.current.store(Arc::new(next));
+        self.published.send_replace(generation);
+    }
+
+    /// Changes whenever a new snapshot is published.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 }

@@ -72,7 +72,7 @@ fn a_ketama_ring_is_bounded_by_the_sum_of_its_weights() {
 #[test]
 fn the_largest_ring_accepted_is_built() {
     let config = Config::from_yaml(&pools(1, 10, 1000, "consistent_hash")).unwrap();
-    let pool = crate::pool::Pool::detached(config.pools[0].clone());
+    let pool = crate::balance::pool::Pool::detached(config.pools[0].clone());
     assert_eq!(pool.upstreams().len(), 10);
 }
 

@@ -10,7 +10,7 @@
 //! with `-u`, and hands the listening sockets over as SIGQUIT would. If the
 //! new binary cannot start, this process keeps serving.
 //!
-//! SIGHUP (reload) is handled by [`crate::reload`], not here, since it does
+//! SIGHUP (reload) is handled by [`crate::lifecycle::reload`], not here, since it does
 //! not end the process.
 
 use async_trait::async_trait;

@@ -14,7 +14,7 @@
 //! The queue does not know what a slot is. [`PoolQueue::wait`] takes the
 //! caller's `try_acquire`, which picks a backend with a free slot and takes
 //! the slot (in Switchyard: the pool's selection with a cap check, taking a
-//! `least_conn::InFlightSlot`); whatever releases a slot calls
+//! `in_flight::InFlightSlot`); whatever releases a slot calls
 //! [`PoolQueue::notify_released`].
 //!
 //! Fairness is FIFO per key (Switchyard keys on the request's model, which

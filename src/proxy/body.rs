@@ -1,7 +1,7 @@
 //! Reading a request body whole before a backend is chosen, within
 //! `server.max_request_body`, so its `model` can pick the backend.
 
-use crate::replay::ReplaySession;
+use super::replay::ReplaySession;
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 

@@ -18,15 +18,15 @@ use std::time::Duration;
 
 /// Requests being served right now.
 #[derive(Debug, Default)]
-pub struct InFlight {
+pub struct Requests {
     count: AtomicUsize,
 }
 
-impl InFlight {
+impl Requests {
     /// Counts one request until the guard is dropped, however it ends.
-    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+    pub fn enter(self: &Arc<Self>) -> RequestGuard {
         self.count.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(self.clone())
+        RequestGuard(self.clone())
     }
 
     pub fn count(&self) -> usize {
@@ -36,9 +36,9 @@ impl InFlight {
 
 /// Held in a request's context; releases the request's count on drop.
 #[derive(Debug)]
-pub struct InFlightGuard(Arc<InFlight>);
+pub struct RequestGuard(Arc<Requests>);
 
-impl Drop for InFlightGuard {
+impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.count.fetch_sub(1, Ordering::AcqRel);
     }
@@ -51,11 +51,11 @@ const SETTLE: Duration = Duration::from_millis(300);
 
 /// Exits the process once shutdown has begun and no request is in flight.
 pub struct DrainService {
-    in_flight: Arc<InFlight>,
+    in_flight: Arc<Requests>,
 }
 
 impl DrainService {
-    pub fn new(in_flight: Arc<InFlight>) -> Self {
+    pub fn new(in_flight: Arc<Requests>) -> Self {
         DrainService { in_flight }
     }
 }
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn guards_count_requests() {
-        let f = Arc::new(InFlight::default());
+        let f = Arc::new(Requests::default());
         let a = f.enter();
         let b = f.enter();
         assert_eq!(f.count(), 2);

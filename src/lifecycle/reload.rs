@@ -7,8 +7,8 @@
 //! before `run_forever` would not). A file that fails to parse or validate
 //! changes nothing.
 
+use crate::background;
 use crate::config::{Config, ServerSettings};
-use crate::health;
 use crate::state::SharedState;
 use async_trait::async_trait;
 use log::{error, info, warn};
@@ -78,7 +78,7 @@ impl Reloader {
         // Backends the reload adds are checked before they are published:
         // a pool whose backends were all replaced serves from the first
         // request after the reload, not after the next round of checks.
-        health::check_new(&next).await;
+        background::health::check_new(&next).await;
         self.state.publish(next);
         self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
         info!("{line}");

@@ -9,20 +9,19 @@
 //! model list, the backend's concurrency cap, and the backends a request has
 //! already tried, so a retry never lands on the same backend twice.
 
-use crate::admission::PoolQueue;
-use crate::circuit::Circuit;
-use crate::config::{BackendSpec, HashKey, PoolSpec, QueueSpec, Strategy};
-use crate::health::{self, BackendHealth};
-use crate::least_conn::{InFlight, InFlightTable, LeastConnections};
+use super::in_flight::{InFlightCount, InFlightTable};
+use super::least_conn::LeastConnections;
+use super::queue::PoolQueue;
+use crate::config::{BackendSpec, PoolSpec, QueueSpec, Strategy};
+use crate::health::circuit::Circuit;
+use crate::health::BackendHealth;
 use crate::models::BackendModels;
 use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
-use pingora_load_balancing::health_check::HealthCheck;
 use pingora_load_balancing::selection::{
     BackendIter, BackendSelection, Consistent, Random, RoundRobin,
 };
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
-use pingora_proxy::Session;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,13 +36,11 @@ pub struct Upstream {
     pub spec: BackendSpec,
     /// Shared with the previous snapshot when the backend stays.
     pub health: Arc<BackendHealth>,
-    /// `None` when the pool has no active check.
-    pub probe: Option<Arc<dyn HealthCheck + Send + Sync>>,
     /// Shared with the previous snapshot, and with other pools that list
     /// the same address.
     pub models: Arc<BackendModels>,
     /// Requests in flight, kept in the pool's table across reloads.
-    pub in_flight: Arc<InFlight>,
+    pub in_flight: Arc<InFlightCount>,
     /// Passive health, shared with the previous snapshot.
     pub circuit: Arc<Circuit>,
 }
@@ -172,7 +169,6 @@ impl Pool {
                 Arc::new(Upstream {
                     spec: b.clone(),
                     health: health_of(b),
-                    probe: health::probe(&spec.health, b),
                     models: models_of(b),
                     in_flight: shared.in_flight.counter(b.addr),
                     circuit: circuit_of(b),
@@ -297,46 +293,6 @@ impl Pool {
             .iter()
             .any(|u| u.spec.weight > 0 && u.may_serve(Some(model)))
     }
-
-    /// The bytes `consistent_hash` hashes for this request; empty for the
-    /// other strategies, and when the request lacks the key (such requests
-    /// all share one spot on the ring).
-    pub fn hash_key(&self, session: &Session, model: Option<&str>) -> Vec<u8> {
-        let Strategy::ConsistentHash(key) = &self.spec.strategy else {
-            return Vec::new();
-        };
-        let req = session.req_header();
-        match key {
-            HashKey::Header(name) => req
-                .headers
-                .get(name.as_str())
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or_default(),
-            HashKey::Cookie(name) => req
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(|v| cookie_value(v, name))
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or_default(),
-            HashKey::ClientIp => session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string().into_bytes())
-                .unwrap_or_default(),
-            HashKey::Path => req.uri.path().as_bytes().to_vec(),
-            HashKey::Model => model.unwrap_or_default().as_bytes().to_vec(),
-        }
-    }
-}
-
-/// The value of cookie `name` in one `Cookie` header.
-fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then_some(v)
-    })
 }
 
 #[cfg(test)]
@@ -522,11 +478,5 @@ mod tests {
         assert!(matches!(p.select(b"", &[], &[], None), Pick::Busy));
         drop(slot);
         assert!(chosen(p.select(b"", &[], &[], None)).is_some());
-    }
-
-    #[test]
-    fn cookie_parsing() {
-        assert_eq!(cookie_value("a=1; sid=xyz; b=2", "sid"), Some("xyz"));
-        assert_eq!(cookie_value("a=1", "sid"), None);
     }
 }

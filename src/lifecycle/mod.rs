@@ -1,0 +1,11 @@
+//! The process's life: reloading its configuration, upgrading its binary,
+//! and ending with its last request.
+//!
+//! # Layout
+//! - [`reload`]: SIGHUP re-reads the configuration.
+//! - [`drain`]: shutdown that ends with the last request in flight.
+//! - [`signals`]: QUIT, TERM, INT and USR2 (upgrade from inside the service).
+
+pub mod drain;
+pub mod reload;
+pub mod signals;
