@@ -75,10 +75,17 @@ impl Generation {
     }
 
     /// The wire bytes of streamed token `i`, one SSE event or NDJSON line.
+    /// Each carries `sent_us`, the microseconds since the Unix epoch when
+    /// it was made, right before it is written: a test measures what a
+    /// proxy adds to each event's way as arrival minus this.
     pub(crate) fn chunk(&self, i: usize) -> Bytes {
+        let stamp = |mut event: Value| {
+            event["sent_us"] = Value::from(unix_micros());
+            event
+        };
         match self.api {
-            Api::ChatCompletions | Api::Completions => sse(&openai::chunk(self, i)),
-            Api::OllamaChat | Api::OllamaGenerate => ndjson(&ollama::chunk(self, i)),
+            Api::ChatCompletions | Api::Completions => sse(&stamp(openai::chunk(self, i))),
+            Api::OllamaChat | Api::OllamaGenerate => ndjson(&stamp(ollama::chunk(self, i))),
         }
     }
 
@@ -114,6 +121,13 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs()
+}
+
+/// Microseconds since the Unix epoch; 0 if the clock is before it.
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Counts the words of the prompt: `messages[].content` for chat, `prompt`

@@ -48,6 +48,7 @@ mod server;
 pub mod stats;
 
 pub use config::{Failure, MockConfig, ParseFailureError};
+pub use generation::unix_micros;
 pub use routes::BACKEND_HEADER;
 pub use server::MockServer;
 pub use stats::MockStats;
