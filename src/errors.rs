@@ -1,88 +1,195 @@
-//! OpenAI-style JSON error responses, `{"error":{"message","type","code"}}`.
+//! Every answer Switchyard gives itself, in one type.
 //!
-//! Every error Switchyard itself answers with goes through here, so clients
-//! written against the OpenAI API (and tools that only print
-//! `error.message`) see a useful body whatever went wrong.
+//! A [`Refusal`] says why a request was not (or could not be) served; its
+//! one `impl` maps it to the HTTP status, OpenAI's `error.type`, a stable
+//! `error.code`, `Retry-After`, and the body: OpenAI's
+//! `{"error":{"message","type","code"}}`, or Ollama's `{"error":"..."}` for
+//! requests to Ollama's API (`/api/*`), whose clients read only that. The
+//! public contract of Switchyard's own errors can be read in this file.
+//!
+//! It is shared by the connection layer (`edge`), which answers before any
+//! request exists, and the proxy, where a refusal travels to
+//! `fail_to_proxy` as the cause of the Pingora error that ends the request.
 
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-/// An error answered by the proxy itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: u16,
-    /// OpenAI's `type`: `invalid_request_error`, `server_error`, ...
-    pub kind: &'static str,
-    /// A stable machine-readable reason, e.g. `no_route`.
-    pub code: &'static str,
-    pub message: String,
-    /// Seconds for a `Retry-After` header, when waiting helps.
-    pub retry_after: Option<u64>,
+/// Why a request was not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    // What the client sent.
+    #[error("the request is not valid HTTP")]
+    BadRequest,
+    #[error("{0:?} is not a method (methods are upper case)")]
+    InvalidMethod(String),
+    #[error("an HTTP/1.1 request needs exactly one Host header")]
+    InvalidHost,
+    #[error("the request line has control characters")]
+    InvalidRequestLine,
+    #[error("{0} is not allowed")]
+    MethodNotAllowed(String),
+    #[error("the request header is larger than {limit} bytes")]
+    HeaderTooLarge { limit: usize },
+    #[error("the request header did not arrive within {0:?}")]
+    HeaderTimeout(std::time::Duration),
+    #[error("the request body stopped arriving (server.timeouts.client_body)")]
+    BodyTimeout,
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the request body has no \"model\"")]
+    ModelRequired,
+    #[error("{0}")]
+    InvalidModel(String),
+
+    // Where it could go.
+    #[error("no route matches {path}")]
+    NoRoute { path: String },
+    #[error("the model '{model}' does not exist or is not served here")]
+    ModelNotFound { model: String },
+    #[error("this request has already passed through this proxy: a backend leads back to it")]
+    LoopDetected,
+    #[error("the proxy has too many open connections; retry shortly")]
+    TooManyConnections,
+
+    // The backends.
+    #[error("{detail} in pool '{pool}'")]
+    NoHealthyBackend { pool: String, detail: String },
+    #[error("all backends are busy and the queue is full in pool '{pool}'")]
+    QueueFull { pool: String },
+    #[error("no backend became free in time in pool '{pool}'")]
+    QueueTimeout { pool: String },
+    #[error("backend in pool '{pool}' failed: {what}")]
+    BackendError { pool: String, what: String },
+    #[error("backend in pool '{pool}' timed out")]
+    BackendTimeout { pool: String },
+
+    #[error("internal error")]
+    Internal,
 }
 
-impl ApiError {
-    pub fn new(
-        status: u16,
-        kind: &'static str,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        ApiError {
-            status,
-            kind,
-            code,
-            message: message.into(),
-            retry_after: None,
+/// The body a client reads an error from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `{"error":{"message","type","code"}}`.
+    OpenAi,
+    /// `{"error":"message"}`, for Ollama's API.
+    Ollama,
+}
+
+impl Shape {
+    /// Ollama's for requests to Ollama's API, OpenAI's for the rest.
+    pub fn for_path(path: &str) -> Shape {
+        if path == "/api" || path.starts_with("/api/") {
+            Shape::Ollama
+        } else {
+            Shape::OpenAi
+        }
+    }
+}
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        use Refusal::*;
+        match self {
+            BadRequest | InvalidMethod(_) | InvalidHost | InvalidRequestLine | InvalidJson(_)
+            | ModelRequired | InvalidModel(_) => 400,
+            NoRoute { .. } | ModelNotFound { .. } => 404,
+            MethodNotAllowed(_) => 405,
+            HeaderTimeout(_) | BodyTimeout => 408,
+            BodyTooLarge { .. } => 413,
+            QueueFull { .. } => 429,
+            HeaderTooLarge { .. } => 431,
+            Internal => 500,
+            BackendError { .. } => 502,
+            NoHealthyBackend { .. } | QueueTimeout { .. } | TooManyConnections => 503,
+            BackendTimeout { .. } => 504,
+            LoopDetected => 508,
         }
     }
 
-    /// The JSON body.
-    pub fn body(&self) -> Bytes {
-        let body = serde_json::json!({
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "code": self.code,
-            }
-        });
-        Bytes::from(body.to_string())
+    /// OpenAI's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self.status() {
+            429 => "rate_limit_error",
+            s if s >= 500 => "server_error",
+            _ => "invalid_request_error",
+        }
     }
 
-    /// The status and the error type OpenAI uses for it, for errors that
-    /// reach us only as a status code (e.g. Pingora's own).
-    pub fn from_status(status: u16, message: impl Into<String>) -> Self {
-        let (kind, code) = match status {
-            400 => ("invalid_request_error", "bad_request"),
-            404 => ("invalid_request_error", "not_found"),
-            413 => ("invalid_request_error", "request_too_large"),
-            429 => ("rate_limit_error", "rate_limited"),
-            502 => ("server_error", "bad_gateway"),
-            503 => ("server_error", "service_unavailable"),
-            504 => ("server_error", "gateway_timeout"),
-            s if s < 500 => ("invalid_request_error", "bad_request"),
-            _ => ("server_error", "internal_error"),
+    /// A stable, machine-readable reason.
+    pub fn code(&self) -> &'static str {
+        use Refusal::*;
+        match self {
+            BadRequest => "bad_request",
+            InvalidMethod(_) => "invalid_method",
+            InvalidHost => "invalid_host",
+            InvalidRequestLine => "invalid_request_line",
+            MethodNotAllowed(_) => "method_not_allowed",
+            HeaderTooLarge { .. } => "header_too_large",
+            HeaderTimeout(_) | BodyTimeout => "request_timeout",
+            BodyTooLarge { .. } => "request_too_large",
+            InvalidJson(_) => "invalid_json",
+            ModelRequired => "model_required",
+            InvalidModel(_) => "invalid_model",
+            NoRoute { .. } => "no_route",
+            ModelNotFound { .. } => "model_not_found",
+            LoopDetected => "loop_detected",
+            TooManyConnections => "too_many_connections",
+            NoHealthyBackend { .. } => "no_healthy_backend",
+            QueueFull { .. } => "queue_full",
+            QueueTimeout { .. } => "queue_timeout",
+            BackendError { .. } => "backend_error",
+            BackendTimeout { .. } => "backend_timeout",
+            Internal => "internal_error",
+        }
+    }
+
+    /// Seconds for `Retry-After`, where waiting helps: the fleet or the
+    /// proxy is busy or down for now.
+    pub fn retry_after(&self) -> Option<u64> {
+        use Refusal::*;
+        matches!(
+            self,
+            NoHealthyBackend { .. } | QueueFull { .. } | QueueTimeout { .. } | TooManyConnections
+        )
+        .then_some(1)
+    }
+
+    /// The body, in `shape`.
+    pub fn body(&self, shape: Shape) -> Bytes {
+        let body = match shape {
+            Shape::OpenAi => serde_json::json!({
+                "error": {
+                    "message": self.to_string(),
+                    "type": self.kind(),
+                    "code": self.code(),
+                }
+            }),
+            Shape::Ollama => serde_json::json!({ "error": self.to_string() }),
         };
-        ApiError::new(status, kind, code, message)
+        Bytes::from(body.to_string())
     }
 
     /// The whole response as HTTP/1.1 bytes, for answers written straight
     /// to a client connection outside Pingora's HTTP layer (a refused
     /// connection, a header too large or too slow). The connection closes
     /// after it.
-    pub fn raw_response(&self) -> Bytes {
-        let body = self.body();
-        let reason = http::StatusCode::from_u16(self.status)
+    pub fn raw_response(&self, shape: Shape) -> Bytes {
+        let body = self.body(shape);
+        let status = self.status();
+        let reason = http::StatusCode::from_u16(status)
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("");
         let mut head = format!(
-            "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\n\
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n\
              content-length: {}\r\nconnection: close\r\n",
-            self.status,
             body.len()
         );
-        if let Some(secs) = self.retry_after {
+        if let Some(secs) = self.retry_after() {
             head.push_str(&format!("retry-after: {secs}\r\n"));
         }
         head.push_str("\r\n");
@@ -91,12 +198,29 @@ impl ApiError {
         Bytes::from(out)
     }
 
-    /// Writes the whole response to the client and closes the connection
-    /// afterwards, since a request refused early may have left its body
-    /// unread.
+    /// Answers the request in `session` with this refusal, in the shape its
+    /// path calls for, and closes the connection afterwards, since a request
+    /// refused early may have left its body unread.
     pub async fn send(&self, session: &mut Session) -> pingora_error::Result<()> {
         session.set_keepalive(None);
-        send_json(session, self.status, self.body(), self.retry_after).await
+        let shape = Shape::for_path(session.req_header().uri.path());
+        send_json(session, self.status(), self.body(shape), self.retry_after()).await
+    }
+
+    /// A Pingora error that ends the request, carrying this refusal as its
+    /// cause for `fail_to_proxy` to answer.
+    pub fn into_error(self) -> Box<pingora_error::Error> {
+        let status = self.status();
+        pingora_error::Error::because(
+            pingora_error::ErrorType::HTTPStatus(status),
+            "refused",
+            self,
+        )
+    }
+
+    /// The refusal an error carries, if it was made by [`Refusal::into_error`].
+    pub fn of(e: &pingora_error::Error) -> Option<&Refusal> {
+        e.root_cause().downcast_ref::<Refusal>()
     }
 }
 
@@ -124,19 +248,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn body_is_openai_shaped() {
-        let e = ApiError::new(404, "invalid_request_error", "no_route", "no route for /x");
-        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
-        assert_eq!(v["error"]["message"], "no route for /x");
+    fn openai_and_ollama_shapes() {
+        let r = Refusal::NoRoute { path: "/x".into() };
+        let v: serde_json::Value = serde_json::from_slice(&r.body(Shape::OpenAi)).unwrap();
+        assert_eq!(v["error"]["message"], "no route matches /x");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "no_route");
+        let v: serde_json::Value = serde_json::from_slice(&r.body(Shape::Ollama)).unwrap();
+        assert_eq!(v["error"], "no route matches /x");
+        assert_eq!(Shape::for_path("/api/chat"), Shape::Ollama);
+        assert_eq!(Shape::for_path("/apix"), Shape::OpenAi);
+        assert_eq!(Shape::for_path("/v1/models"), Shape::OpenAi);
+    }
+
+    #[test]
+    fn statuses_types_and_retry_after() {
+        let busy = Refusal::QueueFull { pool: "p".into() };
+        assert_eq!(
+            (busy.status(), busy.kind(), busy.retry_after()),
+            (429, "rate_limit_error", Some(1))
+        );
+        let down = Refusal::NoHealthyBackend {
+            pool: "p".into(),
+            detail: "no healthy backend".into(),
+        };
+        assert_eq!((down.status(), down.kind()), (503, "server_error"));
+        assert_eq!(down.to_string(), "no healthy backend in pool 'p'");
+        assert_eq!(Refusal::ModelRequired.retry_after(), None);
+        assert_eq!(Refusal::LoopDetected.status(), 508);
     }
 
     #[test]
     fn raw_response_is_complete_http() {
-        let mut e = ApiError::new(503, "server_error", "too_many_connections", "busy");
-        e.retry_after = Some(1);
-        let raw = e.raw_response();
+        let raw = Refusal::TooManyConnections.raw_response(Shape::OpenAi);
         let text = std::str::from_utf8(&raw).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(
@@ -150,12 +294,11 @@ mod tests {
     }
 
     #[test]
-    fn status_maps_to_type() {
-        assert_eq!(ApiError::from_status(503, "x").kind, "server_error");
-        assert_eq!(
-            ApiError::from_status(400, "x").kind,
-            "invalid_request_error"
-        );
-        assert_eq!(ApiError::from_status(429, "x").code, "rate_limited");
+    fn travels_as_the_cause_of_a_pingora_error() {
+        let e = Refusal::ModelRequired.into_error();
+        assert_eq!(*e.etype(), pingora_error::ErrorType::HTTPStatus(400));
+        assert_eq!(Refusal::of(&e), Some(&Refusal::ModelRequired));
+        let plain = pingora_error::Error::new(pingora_error::ErrorType::ConnectRefused);
+        assert_eq!(Refusal::of(&plain), None);
     }
 }

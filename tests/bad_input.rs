@@ -209,3 +209,31 @@ async fn idle_timeout_ends_a_silent_stream_but_not_a_slow_first_byte() {
     let body = body_text(&chunks);
     assert!(!body.contains("[DONE]"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_clients_get_ollama_shaped_errors() {
+    let m = mocks(1).await;
+    let backends = backends_yaml(&[&m[0]], &[]);
+    let proxy = Proxy::start(|addr| one_pool(addr, "round_robin", &backends)).await;
+    let client = client();
+    for (path, body, status) in [
+        ("/api/chat", r#"{"messages":[]}"#, 400),
+        ("/api/generate", r#"{"model":"nope","prompt":"hi"}"#, 404),
+        ("/v1/chat/completions", r#"{"messages":[]}"#, 400),
+    ] {
+        let resp = client
+            .post(proxy.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        if path.starts_with("/api/") {
+            // What the ollama CLI and its libraries read: a string.
+            assert!(v["error"].is_string(), "{path}: {v}");
+        } else {
+            assert!(v["error"]["code"].is_string(), "{path}: {v}");
+        }
+    }
+}

@@ -72,17 +72,6 @@ pub enum QueueError {
     TimedOut,
 }
 
-impl QueueError {
-    /// The HTTP status to answer with: 429 for a full queue (the client may
-    /// slow down), 503 for a timeout (the pool is overloaded).
-    pub fn status(&self) -> u16 {
-        match self {
-            QueueError::Full => 429,
-            QueueError::TimedOut => 503,
-        }
-    }
-}
-
 /// One queued request.
 struct Waiter {
     ticket: u64,
@@ -357,11 +346,9 @@ mod tests {
     }
 
     #[test]
-    fn defaults_and_statuses() {
+    fn defaults() {
         let spec = QueueSpec::default();
         assert_eq!((spec.max, spec.timeout), (256, Duration::from_secs(30)));
-        assert_eq!(QueueError::Full.status(), 429);
-        assert_eq!(QueueError::TimedOut.status(), 503);
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,7 +19,7 @@ mod stream;
 pub use stream::{Conn, EdgeLimits, EdgeStream};
 
 use crate::config::ServerSettings;
-use crate::errors::ApiError;
+use crate::errors::{Refusal, Shape};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
 use async_trait::async_trait;
@@ -74,15 +74,9 @@ impl<A> EdgeApp<A> {
                 stream::peer(&stream)
             );
         }
-        let mut api = ApiError::new(
-            503,
-            "server_error",
-            "too_many_connections",
-            "the proxy has too many open connections; retry shortly",
-        );
-        api.retry_after = Some(1);
+        let answer = Refusal::TooManyConnections.raw_response(Shape::OpenAi);
         let answer = async {
-            stream.write_all(&api.raw_response()).await?;
+            stream.write_all(&answer).await?;
             stream.flush().await?;
             let mut sink = [0u8; 4096];
             while stream.read(&mut sink).await? > 0 {}

@@ -25,7 +25,7 @@
 //! through: the body and response timeouts are Pingora's own, set per
 //! request by the proxy.
 
-use crate::errors::ApiError;
+use crate::errors::{Refusal, Shape};
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -237,11 +237,11 @@ impl EdgeStream {
         timer.as_mut().poll(cx).is_ready()
     }
 
-    /// Starts writing `api` in place of whatever the connection would have
+    /// Starts writing `refusal` in place of whatever the connection would have
     /// carried; the connection ends after it.
-    fn answer(&mut self, api: &ApiError) {
+    fn answer(&mut self, refusal: &Refusal) {
         self.answer = Some(Answer {
-            bytes: api.raw_response(),
+            bytes: refusal.raw_response(Shape::OpenAi),
             written: 0,
         });
         self.deadline = Some(Instant::now() + ANSWER_TIMEOUT);
@@ -281,13 +281,7 @@ impl EdgeStream {
             self.done = true;
             return Poll::Ready(Ok(()));
         }
-        let secs = self.limits.header_timeout.as_secs_f64();
-        self.answer(&ApiError::new(
-            408,
-            "invalid_request_error",
-            "request_timeout",
-            format!("the request header did not arrive within {secs}s"),
-        ));
+        self.answer(&Refusal::HeaderTimeout(self.limits.header_timeout));
         self.poll_answer(cx).map(Ok)
     }
 
@@ -310,25 +304,16 @@ impl EdgeStream {
                 let end = self.header.scan(&buf.filled()[before..]);
                 if self.header.bad_request_line {
                     buf.set_filled(before);
-                    self.answer(&ApiError::new(
-                        400,
-                        "invalid_request_error",
-                        "invalid_request_line",
-                        "the request line has control characters",
-                    ));
+                    self.answer(&Refusal::InvalidRequestLine);
                     return self.poll_answer(cx).map(Ok);
                 }
                 if self.header.len > self.limits.max_header_size {
                     // Not one byte of it goes to the HTTP parser.
                     buf.set_filled(before);
                     self.metrics.client_headers_too_large.inc();
-                    let limit = self.limits.max_header_size;
-                    self.answer(&ApiError::new(
-                        431,
-                        "invalid_request_error",
-                        "header_too_large",
-                        format!("the request header is larger than {limit} bytes"),
-                    ));
+                    self.answer(&Refusal::HeaderTooLarge {
+                        limit: self.limits.max_header_size,
+                    });
                     return self.poll_answer(cx).map(Ok);
                 }
                 if end.is_some() {
@@ -345,27 +330,12 @@ impl EdgeStream {
 }
 
 /// Switchyard's answer for an error response Pingora was about to write
-/// itself (its status line is at the start of `bytes`).
-fn rewrite(bytes: &[u8]) -> ApiError {
-    let status = bytes
-        .get(9..12)
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(400);
-    match status {
-        405 => ApiError::new(
-            405,
-            "invalid_request_error",
-            "method_not_allowed",
-            "this method is not supported",
-        ),
-        400 => ApiError::new(
-            400,
-            "invalid_request_error",
-            "bad_request",
-            "the request is not valid HTTP",
-        ),
-        other => ApiError::from_status(other, "the request could not be served"),
+/// itself (its status line is at the start of `bytes`): before any hook,
+/// Pingora answers only a malformed header (400) and `CONNECT` (405).
+fn rewrite(bytes: &[u8]) -> Refusal {
+    match bytes.get(9..12) {
+        Some(b"405") => Refusal::MethodNotAllowed("CONNECT".into()),
+        _ => Refusal::BadRequest,
     }
 }
 
@@ -570,9 +540,9 @@ mod tests {
 
     #[test]
     fn pingora_errors_become_json() {
-        let api = rewrite(b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\n\r\n");
-        assert_eq!((api.status, api.code), (400, "bad_request"));
-        let api = rewrite(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n");
-        assert_eq!((api.status, api.code), (405, "method_not_allowed"));
+        let r = rewrite(b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\n\r\n");
+        assert_eq!((r.status(), r.code()), (400, "bad_request"));
+        let r = rewrite(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n");
+        assert_eq!((r.status(), r.code()), (405, "method_not_allowed"));
     }
 }

@@ -5,7 +5,7 @@ use super::body::{read_all, BodyError};
 use super::ctx::RequestCtx;
 use crate::balance::pool::{Pick, Pool, Upstream};
 use crate::balance::queue::QueueError;
-use crate::errors::{send_json, ApiError};
+use crate::errors::{send_json, Refusal};
 use crate::models::lists::{ListCache, ListKind};
 use crate::models::scan;
 use crate::routing;
@@ -40,54 +40,32 @@ pub(super) async fn read_model(
     session: &mut Session,
     ctx: &mut RequestCtx,
     snapshot: &Snapshot,
-) -> Result<Result<(), ApiError>> {
+) -> Result<Result<(), Refusal>> {
     let body = match read_all(session, snapshot.config.server.max_request_body).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
-            let limit = snapshot.config.server.max_request_body;
-            return Ok(Err(ApiError::from_status(
-                413,
-                format!("the request body is larger than {limit} bytes"),
-            )));
+            return Ok(Err(Refusal::BodyTooLarge {
+                limit: snapshot.config.server.max_request_body,
+            }));
         }
         Err(BodyError::Client(e)) => return Err(e),
     };
     let found = match scan::find_model(&body) {
         Ok(found) => found,
-        Err(scan::ScanError::Missing) => {
-            return Ok(Err(ApiError::new(
-                400,
-                "invalid_request_error",
-                "model_required",
-                "the request body has no \"model\"",
-            )))
-        }
+        Err(scan::ScanError::Missing) => return Ok(Err(Refusal::ModelRequired)),
         Err(scan::ScanError::Malformed(what)) => {
-            return Ok(Err(ApiError::new(
-                400,
-                "invalid_request_error",
-                "invalid_json",
-                format!("the request body is not valid JSON: expected {what}"),
-            )))
+            return Ok(Err(Refusal::InvalidJson(format!("expected {what}"))))
         }
         Err(scan::ScanError::DuplicateModel) => {
-            return Ok(Err(ApiError::new(
-                400,
-                "invalid_request_error",
-                "invalid_json",
-                "the request body names \"model\" more than once",
+            return Ok(Err(Refusal::InvalidJson(
+                "it names \"model\" more than once".into(),
             )))
         }
         Err(scan::ScanError::UnusableModel(what)) => {
-            return Ok(Err(ApiError::new(
-                400,
-                "invalid_request_error",
-                "invalid_model",
-                format!(
-                    "{what}: a model name has at most {} bytes and no control characters",
-                    scan::MAX_MODEL_NAME
-                ),
-            )))
+            return Ok(Err(Refusal::InvalidModel(format!(
+                "{what}: a model name has at most {} bytes and no control characters",
+                scan::MAX_MODEL_NAME
+            ))))
         }
     };
     let model = snapshot
@@ -110,7 +88,7 @@ pub(super) async fn choose(
     session: &Session,
     ctx: &mut RequestCtx,
     pool: &Arc<Pool>,
-) -> std::result::Result<Arc<Upstream>, ApiError> {
+) -> std::result::Result<Arc<Upstream>, Refusal> {
     // A retry gives its previous slot back before it queues for another.
     ctx.slot = None;
     let queue = pool.shared.queue.clone();
@@ -119,25 +97,12 @@ pub(super) async fn choose(
     let key = ctx.model.clone().unwrap_or_default();
     match queue.wait(&key, || choose_once(session, ctx, pool)).await {
         Ok(chosen) => chosen,
-        Err(e) => {
-            let (code, what) = match e {
-                QueueError::Full => ("queue_full", "all backends are busy and the queue is full"),
-                QueueError::TimedOut => ("queue_timeout", "no backend became free in time"),
-            };
-            let kind = if e.status() == 429 {
-                "rate_limit_error"
-            } else {
-                "server_error"
-            };
-            let mut api = ApiError::new(
-                e.status(),
-                kind,
-                code,
-                format!("{what} in pool '{}'", pool.spec.name),
-            );
-            api.retry_after = Some(1);
-            Err(api)
-        }
+        Err(QueueError::Full) => Err(Refusal::QueueFull {
+            pool: pool.spec.name.clone(),
+        }),
+        Err(QueueError::TimedOut) => Err(Refusal::QueueTimeout {
+            pool: pool.spec.name.clone(),
+        }),
     }
 }
 
@@ -146,7 +111,7 @@ fn choose_once(
     session: &Session,
     ctx: &mut RequestCtx,
     pool: &Pool,
-) -> Option<std::result::Result<Arc<Upstream>, ApiError>> {
+) -> Option<std::result::Result<Arc<Upstream>, Refusal>> {
     // Backends whose slot or half-open probe another request took between
     // selection and acquisition.
     let mut skip = Vec::new();
@@ -179,7 +144,7 @@ enum Outcome {
     /// A backend, and the model to send it when one was asked for.
     Chosen(Arc<Upstream>, Option<String>),
     Busy,
-    Refused(ApiError),
+    Refused(Refusal),
 }
 
 /// One selection: a backend for the request's model, else (on the first
@@ -190,15 +155,9 @@ fn pick(
     pool: &Pool,
     skip: &[std::net::SocketAddr],
 ) -> Outcome {
-    let no_backend = |what: &str| {
-        let mut api = ApiError::new(
-            503,
-            "server_error",
-            "no_healthy_backend",
-            format!("{what} in pool '{}'", pool.spec.name),
-        );
-        api.retry_after = Some(1);
-        api
+    let no_backend = |detail: &str| Refusal::NoHealthyBackend {
+        pool: pool.spec.name.clone(),
+        detail: detail.to_string(),
     };
     let other = if ctx.tried.is_empty() { "" } else { "other " };
     let Some(model) = ctx.model.clone() else {
@@ -233,12 +192,7 @@ fn pick(
             }
         }
         if !pool.knows(&model) {
-            return Outcome::Refused(ApiError::new(
-                404,
-                "invalid_request_error",
-                "model_not_found",
-                format!("the model '{model}' does not exist or is not served here"),
-            ));
+            return Outcome::Refused(Refusal::ModelNotFound { model });
         }
     }
     Outcome::Refused(no_backend(&format!(

@@ -4,7 +4,6 @@ use super::framing::{Framer, StreamFormat};
 use super::watchdog::Watchdog;
 use crate::balance::in_flight::InFlightSlot;
 use crate::balance::pool::{Pool, Upstream};
-use crate::errors::ApiError;
 use crate::health::circuit::CircuitPermit;
 use crate::lifecycle::drain::RequestGuard;
 use crate::models::scan;
@@ -37,8 +36,6 @@ pub struct RequestCtx {
     pub(super) upstream: Option<Arc<Upstream>>,
     /// Enforces `first_byte` and `idle` on the current attempt.
     pub(super) watchdog: Option<Watchdog>,
-    /// Why no backend was chosen, answered by `fail_to_proxy`.
-    pub(super) refusal: Option<ApiError>,
     /// The current backend's in-flight count, given back on drop.
     pub(super) slot: Option<InFlightSlot>,
     /// The current attempt's say in its backend's circuit.

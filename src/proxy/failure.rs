@@ -1,79 +1,65 @@
-//! What the client gets when something fails.
+//! What the client gets when something fails: the [`Refusal`] a Pingora
+//! error stands for, and how a stream that has begun ends with it.
 
 use super::framing::StreamFormat;
-use crate::errors::ApiError;
+use crate::errors::{Refusal, Shape};
 use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType};
 
-/// The answer for an error; `None` when the client is gone.
-pub(super) fn error_for(e: &Error, timed_out: bool, pool: &str) -> Option<ApiError> {
-    if let ErrorType::HTTPStatus(status) = e.etype() {
-        let message = e
-            .context
-            .as_ref()
-            .map_or_else(|| e.to_string(), |c| c.as_str().to_string());
-        let mut api = ApiError::from_status(*status, message);
-        if *status == 503 {
-            api.code = "no_healthy_backend";
-            api.retry_after = Some(1);
-        }
-        return Some(api);
+/// The answer for an error; `None` when the client is gone (or has stopped
+/// reading), and nobody is left to answer.
+pub(super) fn refusal_for(e: &Error, timed_out: bool, pool: &str) -> Option<Refusal> {
+    if let Some(refusal) = Refusal::of(e) {
+        return Some(refusal.clone());
     }
     if *e.esource() == ErrorSource::Downstream {
         return match e.etype() {
             // The client stalled while sending its body: its timeout, not
             // the backend's.
-            ErrorType::ReadTimedout => Some(ApiError::new(
-                408,
-                "invalid_request_error",
-                "request_timeout",
-                "the request body stopped arriving (server.timeouts.client_body)",
-            )),
-            // Gone, or no longer reading: there is nobody to answer.
+            ErrorType::ReadTimedout => Some(Refusal::BodyTimeout),
             ErrorType::WriteError
             | ErrorType::WriteTimedout
             | ErrorType::ReadError
             | ErrorType::ConnectionClosed => None,
-            _ => Some(ApiError::from_status(400, "malformed request")),
+            _ => Some(Refusal::BadRequest),
         };
     }
+    let pool = pool.to_string();
     if timed_out
         || matches!(
             e.etype(),
             ErrorType::ReadTimedout | ErrorType::ConnectTimedout
         )
     {
-        let mut api = ApiError::from_status(504, format!("backend in pool '{pool}' timed out"));
-        api.code = "backend_timeout";
-        return Some(api);
+        return Some(Refusal::BackendTimeout { pool });
     }
-    match e.esource() {
-        ErrorSource::Upstream => {
-            let mut api = ApiError::from_status(
-                502,
-                format!("backend in pool '{pool}' failed: {}", e.etype().as_str()),
+    match (e.esource(), e.etype()) {
+        // A backend's status turned into an error for a retry that did not
+        // happen, or any other failure of the backend.
+        (_, ErrorType::HTTPStatus(_)) | (ErrorSource::Upstream, _) => {
+            let what = e.context.as_ref().map_or_else(
+                || e.etype().as_str().to_string(),
+                |c| c.as_str().to_string(),
             );
-            api.code = "backend_error";
-            Some(api)
+            Some(Refusal::BackendError { pool, what })
         }
-        ErrorSource::Downstream => None,
-        ErrorSource::Internal | ErrorSource::Unset => {
-            Some(ApiError::from_status(500, "internal error"))
-        }
+        _ => Some(Refusal::Internal),
     }
 }
 
 /// The last event of a stream that failed after it began: an SSE `data:`
 /// event with an OpenAI error object, or an Ollama NDJSON `{"error": ...}`
 /// line.
-pub(super) fn terminal_event(format: StreamFormat, api: &ApiError) -> Bytes {
+pub(super) fn terminal_event(format: StreamFormat, refusal: &Refusal) -> Bytes {
     match format {
         StreamFormat::Sse => {
-            let body = String::from_utf8_lossy(&api.body()).into_owned();
-            Bytes::from(format!("data: {body}\n\n"))
+            let body = refusal.body(Shape::OpenAi);
+            Bytes::from(format!("data: {}\n\n", String::from_utf8_lossy(&body)))
         }
         StreamFormat::Ndjson => {
-            Bytes::from(format!("{}\n", serde_json::json!({ "error": api.message })))
+            let mut line = refusal.body(Shape::Ollama).to_vec();
+            line.push(b'\n');
+            Bytes::from(line)
         }
     }
 }
@@ -84,8 +70,11 @@ mod tests {
 
     #[test]
     fn terminal_events_in_the_stream_format() {
-        let api = ApiError::from_status(502, "backend went away");
-        let sse = terminal_event(StreamFormat::Sse, &api);
+        let refusal = Refusal::BackendError {
+            pool: "a".into(),
+            what: "went away".into(),
+        };
+        let sse = terminal_event(StreamFormat::Sse, &refusal);
         let text = std::str::from_utf8(&sse).unwrap();
         assert!(
             text.starts_with("data: {") && text.ends_with("}\n\n"),
@@ -93,27 +82,33 @@ mod tests {
         );
         let v: serde_json::Value =
             serde_json::from_str(text.trim_start_matches("data: ").trim()).unwrap();
-        assert_eq!(v["error"]["message"], "backend went away");
-        let nd = terminal_event(StreamFormat::Ndjson, &api);
+        assert_eq!(
+            v["error"]["message"],
+            "backend in pool 'a' failed: went away"
+        );
+        assert_eq!(v["error"]["type"], "server_error");
+        let nd = terminal_event(StreamFormat::Ndjson, &refusal);
         let v: serde_json::Value = serde_json::from_slice(&nd).unwrap();
-        assert_eq!(v["error"], "backend went away");
+        assert_eq!(v["error"], "backend in pool 'a' failed: went away");
     }
 
     #[test]
-    fn errors_map_to_statuses() {
-        let e = Error::explain(ErrorType::HTTPStatus(503), "no healthy backend in pool 'a'");
-        let api = error_for(&e, false, "a").unwrap();
-        assert_eq!((api.status, api.code), (503, "no_healthy_backend"));
-        assert_eq!(api.message, "no healthy backend in pool 'a'");
+    fn errors_map_to_refusals() {
+        let carried = Refusal::NoHealthyBackend {
+            pool: "a".into(),
+            detail: "no healthy backend".into(),
+        };
+        let e = carried.clone().into_error();
+        assert_eq!(refusal_for(&e, false, "a"), Some(carried));
+        let code = |e: &Error, timed_out| refusal_for(e, timed_out, "a").map(|r| r.code());
         let e = Error::new_up(ErrorType::ConnectRefused);
-        assert_eq!(error_for(&e, false, "a").unwrap().status, 502);
-        assert_eq!(error_for(&e, true, "a").unwrap().status, 504);
+        assert_eq!(code(&e, false), Some("backend_error"));
+        assert_eq!(code(&e, true), Some("backend_timeout"));
         let e = Error::new_down(ErrorType::ConnectionClosed);
-        assert!(error_for(&e, false, "a").is_none());
+        assert_eq!(code(&e, false), None);
         let e = Error::new_down(ErrorType::ReadTimedout);
-        let api = error_for(&e, true, "a").unwrap();
-        assert_eq!((api.status, api.code), (408, "request_timeout"));
+        assert_eq!(code(&e, true), Some("request_timeout"));
         let e = Error::new_down(ErrorType::WriteTimedout);
-        assert!(error_for(&e, false, "a").is_none());
+        assert_eq!(code(&e, false), None);
     }
 }

@@ -33,7 +33,7 @@ pub use framing::StreamFormat;
 pub use policy::Via;
 
 use crate::edge;
-use crate::errors::ApiError;
+use crate::errors::Refusal;
 use crate::lifecycle::drain::Requests;
 use crate::metrics::Metrics;
 use crate::models::lists::{ListCache, ListKind};
@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use body::names_a_model;
 use bytes::Bytes;
 use choose::{answer_list, choose, read_model};
-use failure::error_for;
+use failure::refusal_for;
 use headers::hop_by_hop;
 use log::{debug, warn};
 use pingora_core::protocols::Digest;
@@ -105,7 +105,6 @@ impl ProxyHttp for Switchyard {
             tried: Vec::new(),
             upstream: None,
             watchdog: None,
-            refusal: None,
             slot: None,
             permit: None,
             stream: None,
@@ -142,11 +141,11 @@ impl ProxyHttp for Switchyard {
             session.set_ignore_info_resp(true);
         }
         let max_body = snapshot.config.server.max_request_body;
-        if let Err(api) = policy::check(session.req_header(), &self.via, max_body) {
-            if api.code == "loop_detected" {
+        if let Err(refusal) = policy::check(session.req_header(), &self.via, max_body) {
+            if refusal == Refusal::LoopDetected {
                 self.metrics.loops_refused.inc();
             }
-            refuse(session, &api).await?;
+            refuse(session, &refusal).await?;
             return Ok(true);
         }
         let method = session.req_header().method.clone();
@@ -156,8 +155,8 @@ impl ProxyHttp for Switchyard {
             return Ok(true);
         }
         if names_a_model(&method, &path) {
-            if let Err(api) = read_model(session, ctx, &snapshot).await? {
-                refuse(session, &api).await?;
+            if let Err(refusal) = read_model(session, ctx, &snapshot).await? {
+                refuse(session, &refusal).await?;
                 return Ok(true);
             }
         }
@@ -167,14 +166,7 @@ impl ProxyHttp for Switchyard {
             .route(session.req_header(), ctx.model.as_deref())
         else {
             let path = session.req_header().uri.path().to_string();
-            ApiError::new(
-                404,
-                "invalid_request_error",
-                "no_route",
-                format!("no route matches {path}"),
-            )
-            .send(session)
-            .await?;
+            Refusal::NoRoute { path }.send(session).await?;
             return Ok(true);
         };
         ctx.pool = Some(index);
@@ -193,11 +185,8 @@ impl ProxyHttp for Switchyard {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool routed"))?;
         let upstream = match choose(session, ctx, &pool).await {
             Ok(upstream) => upstream,
-            Err(api) => {
-                // Pingora hands this to `fail_to_proxy`, which answers it.
-                ctx.refusal = Some(api.clone());
-                return Error::e_explain(ErrorType::HTTPStatus(api.status), api.message);
-            }
+            // Pingora hands this to `fail_to_proxy`, which answers it.
+            Err(refusal) => return Err(refusal.into_error()),
         };
         ctx.tried.push(upstream.spec.addr);
         let mut peer = HttpPeer::new(upstream.spec.addr, false, String::new());
@@ -296,9 +285,11 @@ impl ProxyHttp for Switchyard {
         // limit as one that did, on every path.
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len());
         if ctx.body.is_none() && ctx.body_bytes > ctx.max_body {
-            let api = policy::too_large(ctx.max_body);
+            let mut e = Refusal::BodyTooLarge {
+                limit: ctx.max_body,
+            }
+            .into_error();
             // The client's doing, never the backend's.
-            let mut e = Error::explain(ErrorType::HTTPStatus(api.status), api.message);
             e.as_down();
             return Err(e);
         }
@@ -362,20 +353,22 @@ impl ProxyHttp for Switchyard {
         if upgrade && !asked {
             // Never a raw tunnel the client did not ask for.
             ctx.backend_failed();
-            return Error::e_explain(
-                ErrorType::HTTPStatus(502),
-                "the backend switched protocols on a request that did not ask to",
-            );
+            return Err(Refusal::BackendError {
+                pool: ctx.pool_name().to_string(),
+                what: "it switched protocols on a request that did not ask to".into(),
+            }
+            .into_error());
         }
         if policy::header_size(&upstream_response.headers) > policy::MAX_UPSTREAM_HEADER {
             ctx.backend_failed();
-            return Error::e_explain(
-                ErrorType::HTTPStatus(502),
-                format!(
-                    "the backend's response header is larger than {} bytes",
+            return Err(Refusal::BackendError {
+                pool: ctx.pool_name().to_string(),
+                what: format!(
+                    "its response header is larger than {} bytes",
                     policy::MAX_UPSTREAM_HEADER
                 ),
-            );
+            }
+            .into_error());
         }
         for name in hop_by_hop(&upstream_response.headers, upgrade) {
             upstream_response.remove_header(&name);
@@ -492,28 +485,25 @@ impl ProxyHttp for Switchyard {
         if let Some(dog) = ctx.watchdog.take() {
             dog.disarm();
         }
-        let api = ctx
-            .refusal
-            .take()
-            .or_else(|| error_for(e, timed_out, ctx.pool_name()));
-        let code = match api {
-            Some(api) if session.response_written().is_none() => {
-                if let Err(write) = api.send(session).await {
+        let refusal = refusal_for(e, timed_out, ctx.pool_name());
+        let code = match refusal {
+            Some(refusal) if session.response_written().is_none() => {
+                if let Err(write) = refusal.send(session).await {
                     debug!("could not send error response: {write}");
                 }
-                api.status
+                refusal.status()
             }
-            Some(api) => {
+            Some(refusal) => {
                 // The response has begun: end it with an error the client's
                 // parser sees, in the stream's own format, rather than a
                 // truncation that could pass for a finished answer.
                 if let Some(format) = ctx.stream {
-                    let event = failure::terminal_event(format, &api);
+                    let event = failure::terminal_event(format, &refusal);
                     if let Err(write) = session.write_response_body(Some(event), true).await {
                         debug!("could not end the stream with an error: {write}");
                     }
                 }
-                api.status
+                refusal.status()
             }
             None => 0,
         };
@@ -545,9 +535,9 @@ impl ProxyHttp for Switchyard {
 /// Sends a refusal. After a 413, what the client is still sending is read
 /// (and dropped) for a while, so it gets to read the answer instead of a
 /// broken pipe, as nginx's lingering close does.
-async fn refuse(session: &mut Session, api: &ApiError) -> Result<()> {
-    api.send(session).await?;
-    if api.status == 413 {
+async fn refuse(session: &mut Session, refusal: &Refusal) -> Result<()> {
+    refusal.send(session).await?;
+    if refusal.status() == 413 {
         let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! request a backend could read differently from Switchyard, or one that
 //! has looped back through this proxy, never reaches a backend.
 
-use crate::errors::ApiError;
+use crate::errors::Refusal;
 use pingora_http::RequestHeader;
 use std::hash::{BuildHasher, Hasher};
 
@@ -53,41 +53,23 @@ impl Default for Via {
     }
 }
 
-fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(400, "invalid_request_error", code, message)
-}
-
 /// Checks a request before it is routed; `Err` is the answer to send.
-pub(super) fn check(req: &RequestHeader, via: &Via, max_body: usize) -> Result<(), ApiError> {
+pub(super) fn check(req: &RequestHeader, via: &Via, max_body: usize) -> Result<(), Refusal> {
     let method = req.method.as_str();
     // Methods are case-sensitive: `get` is not GET, and a backend that
     // reads it as GET would see another request than the one routed.
     if method.bytes().any(|b| b.is_ascii_lowercase()) {
-        return Err(bad(
-            "invalid_method",
-            format!("{method:?} is not a method (methods are upper case)"),
-        ));
+        return Err(Refusal::InvalidMethod(method.to_string()));
     }
     if req.method == http::Method::TRACE {
-        return Err(ApiError::new(
-            405,
-            "invalid_request_error",
-            "method_not_allowed",
-            "TRACE is not allowed",
-        ));
+        return Err(Refusal::MethodNotAllowed("TRACE".into()));
     }
     let hosts = req.headers.get_all(http::header::HOST).iter().count();
     if req.version == http::Version::HTTP_11 && hosts != 1 {
-        return Err(bad(
-            "invalid_host",
-            "an HTTP/1.1 request needs exactly one Host header",
-        ));
+        return Err(Refusal::InvalidHost);
     }
     if req.raw_path().iter().any(|&b| b <= b' ' || b == 0x7f) {
-        return Err(bad(
-            "invalid_path",
-            "the request target has spaces or control characters",
-        ));
+        return Err(Refusal::InvalidRequestLine);
     }
     let declared = req
         .headers
@@ -95,25 +77,12 @@ pub(super) fn check(req: &RequestHeader, via: &Via, max_body: usize) -> Result<(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > max_body as u64) {
-        return Err(too_large(max_body));
+        return Err(Refusal::BodyTooLarge { limit: max_body });
     }
     if via.seen_in(req) {
-        return Err(ApiError::new(
-            508,
-            "server_error",
-            "loop_detected",
-            "this request has already passed through this proxy: a backend leads back to it",
-        ));
+        return Err(Refusal::LoopDetected);
     }
     Ok(())
-}
-
-/// The answer for a body over `server.max_request_body`.
-pub(super) fn too_large(max_body: usize) -> ApiError {
-    ApiError::from_status(
-        413,
-        format!("the request body is larger than {max_body} bytes"),
-    )
 }
 
 /// The size of a header's fields, as sent.
@@ -139,7 +108,7 @@ mod tests {
     fn code(r: &RequestHeader) -> Option<(u16, &'static str)> {
         check(r, &Via::new(), 1000)
             .err()
-            .map(|e| (e.status, e.code))
+            .map(|e| (e.status(), e.code()))
     }
 
     #[test]
@@ -177,7 +146,7 @@ mod tests {
         let via = Via::new();
         let looped = req("GET", "/", &[("host", "a"), ("via", via.entry())]);
         assert_eq!(
-            check(&looped, &via, 10).err().map(|e| e.code),
+            check(&looped, &via, 10).err().map(|e| e.code()),
             Some("loop_detected")
         );
         // Another Switchyard's entry is a chain, not a loop.
