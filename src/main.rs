@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             }
         };
         let config = switchyard::demo::config(args.listen, &addrs);
+        if let Err(e) = server::check_listen(&config.server.listen) {
+            eprintln!("switchyard: {e}");
+            return ExitCode::FAILURE;
+        }
         let (mut server, _) = server::build(config, &RunOptions::default());
         server.add_service(pingora_core::services::background::background_service(
             "demo fleet",
@@ -78,6 +82,14 @@ fn main() -> ExitCode {
             args.config.display()
         );
         return ExitCode::SUCCESS;
+    }
+    if !args.upgrade {
+        if let Err(e) = server::check_listen(&config.server.listen) {
+            eprintln!("switchyard: {e}");
+            return ExitCode::FAILURE;
+        }
+        let addrs: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
+        log::info!("listening on {}", addrs.join(", "));
     }
     let upgrade = std::env::current_exe().ok().map(|exe| UpgradeCommand {
         exe,

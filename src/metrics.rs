@@ -62,4 +62,10 @@ pub struct Metrics {
     /// Requests refused because they had already passed through this
     /// Switchyard (its own `Via` token).
     pub loops_refused: Counter,
+    /// Attempts made again on another backend (a refused connect, a first
+    /// byte that did not come, a 502/503/429 answer).
+    pub retries: Counter,
+    /// Reloads applied, and refused for an invalid file.
+    pub reloads_applied: Counter,
+    pub reloads_failed: Counter,
 }

@@ -15,6 +15,7 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,28 @@ pub struct RunOptions {
     pub upgrade: bool,
     /// The file SIGHUP re-reads; `None` (the demo) disables reload.
     pub config_path: Option<PathBuf>,
+}
+
+/// Checks that every address in `listen` can be listened on now, so that a
+/// start that cannot serve fails at once with one clear line instead of a
+/// panic in a listener thread and a process that runs with no listener.
+/// (The check binds and releases each address; Pingora binds it again
+/// right after.) Not for `-u`, which takes its sockets from the old
+/// process.
+pub fn check_listen(listen: &[SocketAddr]) -> Result<(), String> {
+    for addr in listen {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            let why = match e.kind() {
+                std::io::ErrorKind::AddrInUse => "address already in use".to_string(),
+                std::io::ErrorKind::PermissionDenied => {
+                    "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)".to_string()
+                }
+                _ => e.to_string(),
+            };
+            return Err(format!("listen {addr}: {why}"));
+        }
+    }
+    Ok(())
 }
 
 /// Pingora's settings from ours.
@@ -80,7 +103,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     );
     let mut proxy = Service::new(
         "switchyard proxy".to_string(),
-        EdgeApp::new(proxy, state.clone(), metrics),
+        EdgeApp::new(proxy, state.clone(), metrics.clone()),
     );
     for addr in &listen {
         let buffers = L4BufferSettings::default().read(CLIENT_READ_BUFFER);
@@ -97,7 +120,12 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
         HealthService::new(state.clone()),
     ));
     if let Some(path) = &options.config_path {
-        let reloader = Arc::new(Reloader::new(state.clone(), path.clone(), settings));
+        let reloader = Arc::new(Reloader::new(
+            state.clone(),
+            path.clone(),
+            settings,
+            metrics.clone(),
+        ));
         server.add_service(background_service("reload", ReloadService::new(reloader)));
     }
     (server, state)

@@ -237,3 +237,42 @@ async fn ollama_clients_get_ollama_shaped_errors() {
         }
     }
 }
+
+#[test]
+fn a_busy_listen_address_fails_the_start_at_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "server:\n  listen: [\"{addr}\"]\npools:\n  chat:\n    backends: [{{ url: \"http://127.0.0.1:9\" }}]\n"
+        ),
+    )
+    .unwrap();
+    for args in [
+        vec!["-c".to_string(), path.display().to_string()],
+        vec![
+            "--demo".to_string(),
+            "--listen".to_string(),
+            addr.to_string(),
+        ],
+    ] {
+        let start = Instant::now();
+        let out = Command::new(binary()).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("listen {addr}: address already in use")),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stdout.contains("curl"),
+            "no banner for a demo that cannot serve"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+}

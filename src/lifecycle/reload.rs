@@ -9,21 +9,14 @@
 
 use crate::background;
 use crate::config::{Config, ServerSettings};
+use crate::metrics::Metrics;
 use crate::state::SharedState;
 use async_trait::async_trait;
 use log::{error, info, warn};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// Counts of reload outcomes, for logs now and metrics later.
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    pub succeeded: AtomicU64,
-    pub failed: AtomicU64,
-}
 
 /// Applies configuration files to a running [`SharedState`].
 pub struct Reloader {
@@ -31,16 +24,22 @@ pub struct Reloader {
     path: PathBuf,
     /// The server settings in force since start; a reload cannot change them.
     running: ServerSettings,
-    pub stats: ReloadStats,
+    /// Counts reloads applied and refused.
+    metrics: Arc<Metrics>,
 }
 
 impl Reloader {
-    pub fn new(state: Arc<SharedState>, path: PathBuf, running: ServerSettings) -> Self {
+    pub fn new(
+        state: Arc<SharedState>,
+        path: PathBuf,
+        running: ServerSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Reloader {
             state,
             path,
             running,
-            stats: ReloadStats::default(),
+            metrics,
         }
     }
 
@@ -60,7 +59,7 @@ impl Reloader {
         let config = match loaded {
             Ok(c) => c,
             Err(errors) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reloads_failed.inc();
                 let all: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
                 error!("reload failed: {}", all.join("; "));
                 return false;
@@ -80,7 +79,7 @@ impl Reloader {
         // request after the reload, not after the next round of checks.
         background::health::check_new(&next).await;
         self.state.publish(next);
-        self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+        self.metrics.reloads_applied.inc();
         info!("{line}");
         true
     }

@@ -391,6 +391,7 @@ impl ProxyHttp for Switchyard {
                     format!("backend answered {status}, trying another"),
                 );
                 e.set_retry(true);
+                self.metrics.retries.inc();
                 return Err(e.into_up());
             }
         }
@@ -443,6 +444,9 @@ impl ProxyHttp for Switchyard {
             }
         );
         e.set_retry(retry);
+        if retry {
+            self.metrics.retries.inc();
+        }
         e
     }
 
@@ -469,6 +473,7 @@ impl ProxyHttp for Switchyard {
         } else if before_header_timeout(&e, ctx) && ctx.may_retry() {
             // No answer within first_byte: another backend may do better.
             e.set_retry(true);
+            self.metrics.retries.inc();
         } else {
             e.retry.decide_reuse(client_reused);
         }

@@ -155,35 +155,66 @@ pub struct Proxy {
 impl Proxy {
     /// Picks a port, writes the configuration `yaml_for(addr)` and starts the
     /// proxy on it; returns once it accepts connections.
-    pub async fn start(yaml_for: impl FnOnce(SocketAddr) -> String) -> Proxy {
+    pub async fn start(yaml_for: impl Fn(SocketAddr) -> String) -> Proxy {
         Self::start_with(yaml_for, &[]).await
     }
 
-    pub async fn start_with(yaml_for: impl FnOnce(SocketAddr) -> String, extra: &[&str]) -> Proxy {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("switchyard.yaml");
-        let yaml = yaml_for(addr);
-        let yaml = yaml.replace(
-            "server:\n",
-            &format!(
-                "server:\n  pid_file: {}\n  upgrade_sock: {}\n",
-                dir.path().join("switchyard.pid").display(),
-                dir.path().join("upgrade.sock").display()
-            ),
-        );
-        std::fs::write(&config, yaml).unwrap();
-        let log = dir.path().join("switchyard.log");
-        let child = spawn(&config, &log, extra);
-        let proxy = Proxy {
-            child,
-            addr,
-            dir,
-            config,
-            log,
-        };
-        proxy.wait_ready().await;
-        proxy
+    pub async fn start_with(yaml_for: impl Fn(SocketAddr) -> String, extra: &[&str]) -> Proxy {
+        // The port is picked by binding and releasing it, so another test
+        // may take it before the proxy binds it; the proxy then exits at
+        // once saying so, and it is started again on another port.
+        for _ in 0..5 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let config = dir.path().join("switchyard.yaml");
+            let yaml = yaml_for(addr);
+            let yaml = yaml.replace(
+                "server:\n",
+                &format!(
+                    "server:\n  pid_file: {}\n  upgrade_sock: {}\n",
+                    dir.path().join("switchyard.pid").display(),
+                    dir.path().join("upgrade.sock").display()
+                ),
+            );
+            std::fs::write(&config, yaml).unwrap();
+            let log = dir.path().join("switchyard.log");
+            let child = spawn(&config, &log, extra);
+            let mut proxy = Proxy {
+                child,
+                addr,
+                dir,
+                config,
+                log,
+            };
+            if proxy.wait_ready_or_exit().await {
+                return proxy;
+            }
+            let text = proxy.log_text();
+            assert!(
+                text.contains("address already in use"),
+                "the proxy exited:\n{text}"
+            );
+        }
+        panic!("no free port for the proxy in five tries");
+    }
+
+    /// Waits until the proxy accepts connections (true) or exits (false).
+    /// Its "listening on" line tells it from another process that took the
+    /// port.
+    async fn wait_ready_or_exit(&mut self) -> bool {
+        let end = Instant::now() + DEADLINE;
+        while Instant::now() < end {
+            if self.log_text().contains("listening on")
+                && TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+            {
+                return true;
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out after {DEADLINE:?} waiting for the proxy to listen");
     }
 
     /// Waits until the proxy accepts connections.
