@@ -1,6 +1,7 @@
 //! The request's model, the backend for each attempt, and the model lists
 //! Switchyard answers itself.
 
+use super::attempt::Attempt;
 use super::body::{read_all, BodyError};
 use super::ctx::RequestCtx;
 use crate::balance::pool::{Pick, Pool, Upstream};
@@ -88,9 +89,9 @@ pub(super) async fn choose(
     session: &Session,
     ctx: &mut RequestCtx,
     pool: &Arc<Pool>,
-) -> std::result::Result<Arc<Upstream>, Refusal> {
+) -> std::result::Result<Attempt, Refusal> {
     // A retry gives its previous slot back before it queues for another.
-    ctx.slot = None;
+    ctx.attempt = None;
     let queue = pool.shared.queue.clone();
     // Requests wait in line with those for the same model: another model's
     // backends may be free.
@@ -111,7 +112,7 @@ fn choose_once(
     session: &Session,
     ctx: &mut RequestCtx,
     pool: &Pool,
-) -> Option<std::result::Result<Arc<Upstream>, Refusal>> {
+) -> Option<std::result::Result<Attempt, Refusal>> {
     // Backends whose slot or half-open probe another request took between
     // selection and acquisition.
     let mut skip = Vec::new();
@@ -126,12 +127,10 @@ fn choose_once(
                     skip.push(up.spec.addr);
                     continue;
                 };
-                ctx.slot = Some(slot);
-                ctx.permit = Some(permit);
                 if let Some(model) = model {
                     ctx.set_served(model);
                 }
-                return Some(Ok(up));
+                return Some(Ok(Attempt::new(up, slot, permit, &pool.spec.timeouts)));
             }
             Outcome::Busy => return None,
             Outcome::Refused(_) if !skip.is_empty() => return None,

@@ -1,10 +1,8 @@
 //! What one request carries from hook to hook.
 
+use super::attempt::{Attempt, Verdict};
 use super::framing::{Framer, StreamFormat};
-use super::watchdog::Watchdog;
-use crate::balance::in_flight::InFlightSlot;
-use crate::balance::pool::{Pool, Upstream};
-use crate::health::circuit::CircuitPermit;
+use crate::balance::pool::Pool;
 use crate::lifecycle::drain::RequestGuard;
 use crate::models::scan;
 use crate::state::Snapshot;
@@ -32,18 +30,10 @@ pub struct RequestCtx {
     pub(super) upstream_body: Option<Bytes>,
     /// Backends attempted so far, so a retry picks another one.
     pub(super) tried: Vec<SocketAddr>,
-    /// The backend of the current attempt.
-    pub(super) upstream: Option<Arc<Upstream>>,
-    /// Enforces `first_byte` and `idle` on the current attempt.
-    pub(super) watchdog: Option<Watchdog>,
-    /// The current backend's in-flight count, given back on drop.
-    pub(super) slot: Option<InFlightSlot>,
-    /// The current attempt's say in its backend's circuit.
-    pub(super) permit: Option<CircuitPermit>,
+    /// The current attempt: its backend, slot, permit and watchdog.
+    pub(super) attempt: Option<Attempt>,
     /// How the response streams, to end it with an error in its own format.
     pub(super) stream: Option<StreamFormat>,
-    /// The current attempt's upstream socket, for the watchdog.
-    pub(super) upstream_fd: Option<std::os::unix::io::RawFd>,
     /// `server.max_request_body` when the request started.
     pub(super) max_body: usize,
     /// Request body bytes forwarded so far.
@@ -61,16 +51,6 @@ impl RequestCtx {
         self.pool().map_or("?", |p| p.spec.name.as_str())
     }
 
-    /// Starts watching the upstream socket: shut down if `after` passes
-    /// without a reset.
-    pub(super) fn watch(&mut self, after: std::time::Duration) {
-        let Some(fd) = self.upstream_fd else { return };
-        match Watchdog::start(fd, after) {
-            Ok(dog) => self.watchdog = Some(dog),
-            Err(e) => log::warn!("cannot watch upstream socket: {e}"),
-        }
-    }
-
     /// Whether another attempt is allowed: within `retries`, with a
     /// backend left that was not tried.
     pub(super) fn may_retry(&self) -> bool {
@@ -80,18 +60,16 @@ impl RequestCtx {
         })
     }
 
-    /// Counts the current attempt as a failure of its backend.
-    pub(super) fn backend_failed(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            permit.failure();
+    /// The current attempt's verdict on its backend.
+    pub(super) fn finish_attempt(&mut self, verdict: Verdict) {
+        if let Some(attempt) = &mut self.attempt {
+            attempt.finish(verdict);
         }
     }
 
-    /// Counts the current attempt as a success of its backend.
-    pub(super) fn backend_succeeded(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            permit.success();
-        }
+    /// Whether the current attempt's watchdog cut its backend off.
+    pub(super) fn timed_out(&self) -> bool {
+        self.attempt.as_ref().is_some_and(|a| a.timed_out())
     }
 }
 

@@ -6,6 +6,7 @@
 //! pool's `retries`; errors the proxy answers itself are OpenAI-style JSON.
 //!
 //! # Layout
+//! - [`attempt`]: one attempt at one backend, and what its events mean.
 //! - [`body`]: reading a body whole to route on its model.
 //! - [`ctx`]: what one request carries from hook to hook.
 //! - [`mod@choose`]: the request's model, the backend for each attempt, and the
@@ -17,6 +18,7 @@
 //! - [`replay`]: forwarding a body read before the backend was chosen.
 //! - [`watchdog`]: the first-byte and idle timeouts of a response.
 
+mod attempt;
 mod body;
 mod choose;
 mod ctx;
@@ -39,6 +41,7 @@ use crate::metrics::Metrics;
 use crate::models::lists::{ListCache, ListKind};
 use crate::state::SharedState;
 use async_trait::async_trait;
+use attempt::Verdict;
 use body::names_a_model;
 use bytes::Bytes;
 use choose::{answer_list, choose, read_model};
@@ -103,12 +106,8 @@ impl ProxyHttp for Switchyard {
             model_span: None,
             upstream_body: None,
             tried: Vec::new(),
-            upstream: None,
-            watchdog: None,
-            slot: None,
-            permit: None,
+            attempt: None,
             stream: None,
-            upstream_fd: None,
             max_body: usize::MAX,
             body_bytes: 0,
             framer: Default::default(),
@@ -183,11 +182,12 @@ impl ProxyHttp for Switchyard {
             .pool()
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool routed"))?;
-        let upstream = match choose(session, ctx, &pool).await {
-            Ok(upstream) => upstream,
+        let attempt = match choose(session, ctx, &pool).await {
+            Ok(attempt) => attempt,
             // Pingora hands this to `fail_to_proxy`, which answers it.
             Err(refusal) => return Err(refusal.into_error()),
         };
+        let upstream = attempt.upstream.clone();
         ctx.tried.push(upstream.spec.addr);
         let mut peer = HttpPeer::new(upstream.spec.addr, false, String::new());
         let t = &pool.spec.timeouts;
@@ -205,7 +205,7 @@ impl ProxyHttp for Switchyard {
             ctx.tried.len(),
             upstream.spec.name
         );
-        ctx.upstream = Some(upstream);
+        ctx.attempt = Some(attempt);
         Ok(Box::new(peer))
     }
 
@@ -218,19 +218,8 @@ impl ProxyHttp for Switchyard {
         _digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(t) = ctx.pool().map(|p| p.spec.timeouts.clone()) else {
-            return Ok(());
-        };
-        if let Some(old) = ctx.watchdog.take() {
-            old.disarm();
-        }
-        ctx.upstream_fd = Some(fd);
-        // Most requests need no watchdog: Pingora's read timeout, set to
-        // first_byte, covers the wait for the header, and the watchdog is
-        // started only for a streamed body (see `upstream_response_filter`).
-        // It saves a task and two system calls per request.
-        if t.idle > t.first_byte {
-            ctx.watch(t.first_byte);
+        if let Some(attempt) = &mut ctx.attempt {
+            attempt.on_connected(fd);
         }
         Ok(())
     }
@@ -338,12 +327,8 @@ impl ProxyHttp for Switchyard {
             .headers
             .get(http::header::CONTENT_LENGTH)
             .is_none();
-        if let Some(idle) = ctx.pool().map(|p| p.spec.timeouts.idle) {
-            match &ctx.watchdog {
-                Some(dog) => dog.reset(idle),
-                None if streamed => ctx.watch(idle),
-                None => {}
-            }
+        if let Some(attempt) = &mut ctx.attempt {
+            attempt.on_header(streamed);
         }
         let upgrade = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         let asked = session
@@ -352,7 +337,7 @@ impl ProxyHttp for Switchyard {
             .contains_key(http::header::UPGRADE);
         if upgrade && !asked {
             // Never a raw tunnel the client did not ask for.
-            ctx.backend_failed();
+            ctx.finish_attempt(Verdict::Failed);
             return Err(Refusal::BackendError {
                 pool: ctx.pool_name().to_string(),
                 what: "it switched protocols on a request that did not ask to".into(),
@@ -360,7 +345,7 @@ impl ProxyHttp for Switchyard {
             .into_error());
         }
         if policy::header_size(&upstream_response.headers) > policy::MAX_UPSTREAM_HEADER {
-            ctx.backend_failed();
+            ctx.finish_attempt(Verdict::Failed);
             return Err(Refusal::BackendError {
                 pool: ctx.pool_name().to_string(),
                 what: format!(
@@ -378,12 +363,12 @@ impl ProxyHttp for Switchyard {
         }
         let status = upstream_response.status.as_u16();
         if let Some(secs) = retry_after(upstream_response).filter(|_| matches!(status, 429 | 503)) {
-            if let Some(up) = &ctx.upstream {
-                up.circuit.open_for(Duration::from_secs(secs));
+            if let Some(attempt) = &ctx.attempt {
+                attempt.upstream.circuit.open_for(Duration::from_secs(secs));
             }
         }
         if status >= 500 || status == 429 {
-            ctx.backend_failed();
+            ctx.finish_attempt(Verdict::Failed);
             if matches!(status, 502 | 503 | 429) && ctx.may_retry() {
                 // Nothing has reached the client yet: try another backend.
                 let mut e = Error::explain(
@@ -410,14 +395,8 @@ impl ProxyHttp for Switchyard {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let Some(dog) = &ctx.watchdog {
-            if end_of_stream {
-                // Before Pingora can return the connection to the pool.
-                dog.disarm();
-                ctx.backend_succeeded();
-            } else if let Some(pool) = ctx.pool() {
-                dog.reset(pool.spec.timeouts.idle);
-            }
+        if let Some(attempt) = &mut ctx.attempt {
+            attempt.on_chunk(end_of_stream);
         }
         Ok(None)
     }
@@ -429,7 +408,7 @@ impl ProxyHttp for Switchyard {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.backend_failed();
+        ctx.finish_attempt(Verdict::Failed);
         let retry = ctx.may_retry();
         let Some(pool) = ctx.pool() else { return e };
         warn!(
@@ -462,7 +441,7 @@ impl ProxyHttp for Switchyard {
         if *e.esource() == ErrorSource::Upstream {
             // A dropped connection, a timeout, or a status retried below:
             // the backend's failure. A client that left is not.
-            ctx.backend_failed();
+            ctx.finish_attempt(Verdict::Failed);
         }
         // A request sent on a pooled connection that the backend closed
         // while idle never reached it: safe to resend, POST included, as
@@ -486,9 +465,9 @@ impl ProxyHttp for Switchyard {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let timed_out = ctx.watchdog.as_ref().is_some_and(|d| d.fired());
-        if let Some(dog) = ctx.watchdog.take() {
-            dog.disarm();
+        let timed_out = ctx.timed_out();
+        if let Some(attempt) = &mut ctx.attempt {
+            attempt.stop_watching();
         }
         let refusal = refusal_for(e, timed_out, ctx.pool_name());
         let code = match refusal {
@@ -519,12 +498,12 @@ impl ProxyHttp for Switchyard {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(dog) = ctx.watchdog.take() {
-            dog.disarm();
+        if let Some(attempt) = &mut ctx.attempt {
+            attempt.stop_watching();
         }
         match e {
             // Complete, including responses without a body to end.
-            None => ctx.backend_succeeded(),
+            None => ctx.finish_attempt(Verdict::Served),
             Some(e) => {
                 if *e.esource() == ErrorSource::Downstream && *e.etype() == ErrorType::WriteTimedout
                 {
@@ -563,6 +542,5 @@ fn retry_after(resp: &ResponseHeader) -> Option<u64> {
 /// Whether `e` is the first-byte timeout: Pingora's read timeout, or the
 /// watchdog shutting the socket down before any response.
 fn before_header_timeout(e: &Error, ctx: &RequestCtx) -> bool {
-    let fired = ctx.watchdog.as_ref().is_some_and(|d| d.fired());
-    *e.etype() == ErrorType::ReadTimedout || fired
+    *e.etype() == ErrorType::ReadTimedout || ctx.timed_out()
 }
