@@ -7,6 +7,13 @@
 //! should not take three minutes to stop. [`DrainService`] counts requests
 //! in flight and ends the process as soon as none is left, so the grace
 //! period is a limit, not a wait.
+//!
+//! It ends the process with `exit(0)` rather than through Pingora: Pingora
+//! 0.9 waits out the grace period in a `thread::sleep` on its main thread
+//! (`Server::run`), which no signal, watch or service can cut short. By
+//! then nothing is in flight and the listeners are closed (or handed to
+//! the new binary), so nothing is lost that Pingora's own ending would
+//! have kept.
 
 use async_trait::async_trait;
 use log::info;

@@ -41,11 +41,13 @@ impl UpgradeCommand {
     /// Validates the configuration with the new binary, then starts it with
     /// `-u` and waits until it listens for the sockets.
     async fn start(&self) -> Result<(), String> {
-        let check = Command::new(&self.exe)
+        // Awaited, not blocked on: this runs on the server's main runtime.
+        let check = tokio::process::Command::new(&self.exe)
             .arg("-t")
             .args(&self.args)
             .stdin(Stdio::null())
             .output()
+            .await
             .map_err(|e| format!("cannot run {}: {e}", self.exe.display()))?;
         if !check.status.success() {
             return Err(format!(
