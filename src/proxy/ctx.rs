@@ -51,15 +51,6 @@ impl RequestCtx {
         self.pool().map_or("?", |p| p.spec.name.as_str())
     }
 
-    /// Whether another attempt is allowed: within `retries`, with a
-    /// backend left that was not tried.
-    pub(super) fn may_retry(&self) -> bool {
-        self.pool().is_some_and(|pool| {
-            self.tried.len() <= pool.spec.retries
-                && pool.has_untried(&self.tried, self.served_model.as_deref())
-        })
-    }
-
     /// The current attempt's verdict on its backend.
     pub(super) fn finish_attempt(&mut self, verdict: Verdict) {
         if let Some(attempt) = &mut self.attempt {

@@ -16,6 +16,7 @@
 //! - [`headers`]: hop-by-hop headers.
 //! - [`policy`]: what a request must look like, and the `Via` it gets.
 //! - [`replay`]: forwarding a body read before the backend was chosen.
+//! - [`retry`]: when a failed attempt is made again on another backend.
 //! - [`watchdog`]: the first-byte and idle timeouts of a response.
 
 mod attempt;
@@ -27,6 +28,7 @@ mod framing;
 mod headers;
 mod policy;
 mod replay;
+mod retry;
 mod watchdog;
 
 pub use choose::MODEL_HEADER;
@@ -369,7 +371,7 @@ impl ProxyHttp for Switchyard {
         }
         if status >= 500 || status == 429 {
             ctx.finish_attempt(Verdict::Failed);
-            if matches!(status, 502 | 503 | 429) && ctx.may_retry() {
+            if retry::is_retryable_status(status) && retry::may_retry(ctx) {
                 // Nothing has reached the client yet: try another backend.
                 let mut e = Error::explain(
                     ErrorType::HTTPStatus(status),
@@ -409,7 +411,7 @@ impl ProxyHttp for Switchyard {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.finish_attempt(Verdict::Failed);
-        let retry = ctx.may_retry();
+        let retry = retry::may_retry(ctx);
         let Some(pool) = ctx.pool() else { return e };
         warn!(
             "pool {}: connect to {} failed ({}){}",
@@ -443,18 +445,8 @@ impl ProxyHttp for Switchyard {
             // the backend's failure. A client that left is not.
             ctx.finish_attempt(Verdict::Failed);
         }
-        // A request sent on a pooled connection that the backend closed
-        // while idle never reached it: safe to resend, POST included, as
-        // long as the body can be replayed whole. Nothing is retried once
-        // the client has received part of a response.
-        if session.as_ref().retry_buffer_truncated() || session.response_written().is_some() {
-            e.set_retry(false);
-        } else if before_header_timeout(&e, ctx) && ctx.may_retry() {
-            // No answer within first_byte: another backend may do better.
-            e.set_retry(true);
+        if retry::decide(&mut e, session, ctx, client_reused) {
             self.metrics.retries.inc();
-        } else {
-            e.retry.decide_reuse(client_reused);
         }
         e
     }
@@ -537,10 +529,4 @@ fn retry_after(resp: &ResponseHeader) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// Whether `e` is the first-byte timeout: Pingora's read timeout, or the
-/// watchdog shutting the socket down before any response.
-fn before_header_timeout(e: &Error, ctx: &RequestCtx) -> bool {
-    *e.etype() == ErrorType::ReadTimedout || ctx.timed_out()
 }

@@ -1,0 +1,63 @@
+//! When a failed attempt is made again on another backend.
+//!
+//! Only before anything has reached the client, and only while the pool's
+//! `retries` allow and a backend is left that this request has not tried:
+//! - a connect that failed (refused, timed out);
+//! - no response header within `first_byte`;
+//! - a pooled connection the backend had closed while it sat idle (the
+//!   request never reached it, so even a POST is safe to send again, as
+//!   long as its body can be replayed whole);
+//! - an answer of 502, 503 or 429, which Pingora would pass on: it is
+//!   turned into a retryable error from the response-header hook, before
+//!   anything is written to the client.
+//!
+//! Pingora's own retries follow connection errors only; these functions are
+//! the one place Switchyard decides, and the hooks ask them.
+
+use super::ctx::RequestCtx;
+use pingora_error::{Error, ErrorType};
+use pingora_proxy::Session;
+
+/// The statuses a backend answers when another backend may do better:
+/// bad gateway (a proxy in front of it), unavailable, too many requests.
+pub(super) fn is_retryable_status(status: u16) -> bool {
+    matches!(status, 502 | 503 | 429)
+}
+
+/// Whether another attempt is allowed: within `retries`, with a backend
+/// left that was not tried.
+pub(super) fn may_retry(ctx: &RequestCtx) -> bool {
+    ctx.pool().is_some_and(|pool| {
+        ctx.tried.len() <= pool.spec.retries
+            && pool.has_untried(&ctx.tried, ctx.served_model.as_deref())
+    })
+}
+
+/// Sets whether `e`, an error while proxying to a backend, is retried.
+/// Returns whether it is.
+pub(super) fn decide(
+    e: &mut Error,
+    session: &Session,
+    ctx: &RequestCtx,
+    client_reused: bool,
+) -> bool {
+    if session.as_ref().retry_buffer_truncated() || session.response_written().is_some() {
+        // The body cannot be replayed whole, or the client has part of a
+        // response: nothing is retried.
+        e.set_retry(false);
+        false
+    } else if before_header_timeout(e, ctx) && may_retry(ctx) {
+        e.set_retry(true);
+        true
+    } else {
+        // A pooled connection closed under the request: Pingora's own rule.
+        e.retry.decide_reuse(client_reused);
+        e.retry()
+    }
+}
+
+/// Whether `e` is the first-byte timeout: Pingora's read timeout, or the
+/// watchdog shutting the socket down before any response.
+fn before_header_timeout(e: &Error, ctx: &RequestCtx) -> bool {
+    *e.etype() == ErrorType::ReadTimedout || ctx.timed_out()
+}
