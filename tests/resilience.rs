@@ -167,26 +167,73 @@ async fn a_stream_that_dies_ends_with_an_error_in_its_own_format() {
     }
 }
 
+fn timeouts_pool(
+    addr: std::net::SocketAddr,
+    backend: &str,
+    first_byte: &str,
+    idle: &str,
+) -> String {
+    let backends = format!("      - {{ url: \"{backend}\" }}\n");
+    let extra = format!(
+        "    retries: 0\n    timeouts: {{ connect: 1s, first_byte: {first_byte}, idle: {idle} }}\n"
+    );
+    unchecked_pool(addr, "round_robin", &backends, &extra)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_stream_ends_with_an_error_not_a_hang() {
-    let stalls = mock(paced(
-        "stall",
-        Duration::from_millis(20),
-        Duration::from_secs(30),
+async fn first_byte_timeout_gives_504() {
+    let hung = mock(MockConfig::new("h").failure(Failure::Hang)).await;
+    let url = hung.url();
+    let proxy = Proxy::start(|addr| timeouts_pool(addr, &url, "500ms", "30s")).await;
+    let start = Instant::now();
+    let resp = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .body(r#"{"model":"llama3"}"#)
+        .send()
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let (_, _, code) = error_fields(&resp.bytes().await.unwrap());
+    assert_eq!(code, "backend_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_ends_a_silent_stream_but_not_a_slow_first_byte() {
+    // First token after 800 ms (longer than idle, within first_byte), then
+    // silence for 20 s.
+    let slow = mock(paced(
+        "slow",
+        Duration::from_millis(800),
+        Duration::from_secs(20),
         3,
     ))
     .await;
-    let backends = backends_yaml(&[&stalls], &[]);
-    let extra = "    timeouts: { idle: 500ms }\n";
-    let proxy = Proxy::start(|addr| unchecked_pool(addr, "round_robin", &backends, extra)).await;
+    let url = slow.url();
+    let proxy = Proxy::start(|addr| timeouts_pool(addr, &url, "10s", "400ms")).await;
     let start = Instant::now();
-    let (status, chunks) = stream_chunks(&client(), &proxy.url("/v1/chat/completions"), SSE).await;
-    assert_eq!(status, 200);
-    assert!(start.elapsed() < Duration::from_secs(10));
-    let text = body_text(&chunks);
+    let (status, chunks) = stream_chunks(
+        &client(),
+        &proxy.url("/v1/chat/completions"),
+        r#"{"model":"llama3","stream":true}"#,
+    )
+    .await;
+    let took = start.elapsed();
+    assert_eq!(status, 200, "the first byte came within first_byte");
+    assert!(!chunks.is_empty(), "the first token was delivered");
     assert!(
-        text.contains("tok0") && text.contains("\"error\""),
-        "{text}"
+        took < Duration::from_secs(8),
+        "the silent stream was cut by idle, took {took:?}"
+    );
+    let body = body_text(&chunks);
+    assert!(!body.contains("[DONE]"));
+    assert!(
+        body.contains("tok0") && body.contains("\"error\""),
+        "the stream ends with an error event, not a hang: {body}"
     );
 }
 

@@ -117,7 +117,7 @@ fn choose_once(
     // selection and acquisition.
     let mut skip = Vec::new();
     loop {
-        match pick(session, ctx, pool, &skip) {
+        match pick(&|model| key_of(session, pool, model), ctx, pool, &skip) {
             Outcome::Chosen(up, model) => {
                 let Some(slot) = up.in_flight.try_acquire(up.spec.max_in_flight) else {
                     skip.push(up.spec.addr);
@@ -147,9 +147,10 @@ enum Outcome {
 }
 
 /// One selection: a backend for the request's model, else (on the first
-/// attempt) for a fallback model.
+/// attempt) for a fallback model. `key_for` gives the `consistent_hash`
+/// key for a model.
 fn pick(
-    session: &Session,
+    key_for: &dyn Fn(Option<&str>) -> Vec<u8>,
     ctx: &RequestCtx,
     pool: &Pool,
     skip: &[std::net::SocketAddr],
@@ -160,7 +161,7 @@ fn pick(
     };
     let other = if ctx.tried.is_empty() { "" } else { "other " };
     let Some(model) = ctx.model.clone() else {
-        let key = key_of(session, pool, None);
+        let key = key_for(None);
         return match pool.select(&key, &ctx.tried, skip, None) {
             Pick::Chosen(up) => Outcome::Chosen(up, None),
             Pick::Busy => Outcome::Busy,
@@ -168,7 +169,7 @@ fn pick(
         };
     };
     let current = ctx.served_model.clone().unwrap_or_else(|| model.clone());
-    let key = key_of(session, pool, Some(&current));
+    let key = key_for(Some(&current));
     match pool.select(&key, &ctx.tried, skip, Some(&current)) {
         Pick::Chosen(up) => return Outcome::Chosen(up, Some(current)),
         Pick::Busy => return Outcome::Busy,
@@ -180,7 +181,7 @@ fn pick(
             .as_ref()
             .and_then(|s| s.config.models.fallbacks.get(&model).cloned());
         for fallback in fallbacks.unwrap_or_default() {
-            let key = key_of(session, pool, Some(&fallback));
+            let key = key_for(Some(&fallback));
             match pool.select(&key, &ctx.tried, skip, Some(&fallback)) {
                 Pick::Chosen(up) => {
                     debug!("model {model}: no healthy backend, falling back to {fallback}");
@@ -206,4 +207,88 @@ fn key_of(session: &Session, pool: &Pool, model: Option<&str>) -> Vec<u8> {
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
     routing::hash_key(&pool.spec.strategy, session.req_header(), client, model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::lifecycle::drain::Requests;
+    use crate::state::SharedState;
+
+    /// A fleet of `big` on one backend and `small` on another, with a
+    /// fallback from `big` to `small`.
+    fn ctx_for(model: &str) -> (RequestCtx, Arc<Requests>) {
+        let config = Config::from_yaml(
+            "pools:\n  chat:\n    health_check: { type: tcp }\n    backends:\n\
+             \x20     - { name: a, url: \"http://127.0.0.1:9001\", models: [big] }\n\
+             \x20     - { name: b, url: \"http://127.0.0.1:9002\", models: [small] }\n\
+             models:\n  fallbacks: { big: [small] }\n",
+        )
+        .unwrap();
+        let state = SharedState::new(config);
+        let requests = Arc::new(Requests::default());
+        let mut ctx = RequestCtx::new(requests.enter());
+        ctx.snapshot = Some(state.load_full());
+        ctx.pool = Some(0);
+        ctx.model = Some(model.to_string());
+        (ctx, requests)
+    }
+
+    fn take_down(ctx: &RequestCtx, name: &str) {
+        let pool = ctx.pool().unwrap();
+        let up = pool
+            .upstreams()
+            .iter()
+            .find(|u| u.spec.name == name)
+            .unwrap();
+        while up
+            .health
+            .begin_check()
+            .unwrap()
+            .observe(false, &pool.spec.health)
+            != Some(false)
+        {}
+    }
+
+    fn picked(ctx: &RequestCtx) -> Result<(String, Option<String>), &'static str> {
+        match pick(&|_| Vec::new(), ctx, ctx.pool().unwrap(), &[]) {
+            Outcome::Chosen(up, model) => Ok((up.spec.name.clone(), model)),
+            Outcome::Busy => Err("busy"),
+            Outcome::Refused(r) => Err(r.code()),
+        }
+    }
+
+    #[test]
+    fn a_model_goes_to_a_backend_that_serves_it() {
+        let (ctx, _r) = ctx_for("big");
+        assert_eq!(picked(&ctx), Ok(("a".into(), Some("big".into()))));
+        let (ctx, _r) = ctx_for("small");
+        assert_eq!(picked(&ctx), Ok(("b".into(), Some("small".into()))));
+    }
+
+    #[test]
+    fn a_model_without_a_healthy_backend_falls_back() {
+        let (ctx, _r) = ctx_for("big");
+        take_down(&ctx, "a");
+        assert_eq!(picked(&ctx), Ok(("b".into(), Some("small".into()))));
+    }
+
+    #[test]
+    fn no_fallback_left_and_unknown_models_are_refused() {
+        let (ctx, _r) = ctx_for("big");
+        take_down(&ctx, "a");
+        take_down(&ctx, "b");
+        assert_eq!(picked(&ctx), Err("no_healthy_backend"));
+        let (ctx, _r) = ctx_for("nobody-serves-this");
+        assert_eq!(picked(&ctx), Err("model_not_found"));
+    }
+
+    #[test]
+    fn a_retry_does_not_fall_back() {
+        let (mut ctx, _r) = ctx_for("big");
+        take_down(&ctx, "a");
+        ctx.tried.push("127.0.0.1:9003".parse().unwrap());
+        assert_eq!(picked(&ctx), Err("no_healthy_backend"));
+    }
 }

@@ -43,6 +43,26 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// A request that has just begun, counted in `in_flight` until it ends.
+    pub(super) fn new(in_flight: RequestGuard) -> Self {
+        RequestCtx {
+            _in_flight: in_flight,
+            snapshot: None,
+            pool: None,
+            model: None,
+            served_model: None,
+            body: None,
+            model_span: None,
+            upstream_body: None,
+            tried: Vec::new(),
+            attempt: None,
+            stream: None,
+            max_body: usize::MAX,
+            body_bytes: 0,
+            framer: Framer::default(),
+        }
+    }
+
     pub(super) fn pool(&self) -> Option<&Arc<Pool>> {
         self.snapshot.as_ref()?.pools.get(self.pool?)
     }
@@ -78,5 +98,29 @@ impl RequestCtx {
                 (!same).then(|| Bytes::from(scan::replace_model(body, span, &model)));
         }
         self.served_model = Some(model);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::drain::Requests;
+
+    #[test]
+    fn set_served_renames_the_model_in_the_body_only_when_it_differs() {
+        let requests = Arc::new(Requests::default());
+        let mut ctx = RequestCtx::new(requests.enter());
+        let body = Bytes::from_static(br#"{"messages":[],"model":"gpt-4o","stream":true}"#);
+        let found = scan::find_model(&body).unwrap();
+        ctx.body = Some(body);
+        ctx.model_span = Some(found.span);
+        ctx.set_served("gpt-4o".into());
+        assert_eq!(ctx.upstream_body, None, "the client's body goes as it is");
+        ctx.set_served("llama3".into());
+        let renamed = ctx.upstream_body.clone().expect("a renamed body");
+        let v: serde_json::Value = serde_json::from_slice(&renamed).unwrap();
+        assert_eq!(v["model"], "llama3");
+        assert_eq!(v["stream"], true);
+        assert_eq!(ctx.served_model.as_deref(), Some("llama3"));
     }
 }

@@ -98,22 +98,7 @@ impl ProxyHttp for Switchyard {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            _in_flight: self.in_flight.enter(),
-            snapshot: None,
-            pool: None,
-            model: None,
-            served_model: None,
-            body: None,
-            model_span: None,
-            upstream_body: None,
-            tried: Vec::new(),
-            attempt: None,
-            stream: None,
-            max_body: usize::MAX,
-            body_bytes: 0,
-            framer: Default::default(),
-        }
+        RequestCtx::new(self.in_flight.enter())
     }
 
     async fn early_request_filter(

@@ -106,3 +106,62 @@ pub(super) fn build(
         pools,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::state::SharedState;
+    use std::sync::Arc;
+
+    fn config(pool_extra: &str) -> Config {
+        Config::from_yaml(&format!(
+            "pools:\n  chat:\n{pool_extra}    backends:\n      - {{ name: a, url: \"http://127.0.0.1:9001\" }}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn what_follows_a_backend_across_a_reload() {
+        let state = SharedState::new(config(""));
+        let old = state.load_full();
+        let before = old.pools[0].upstreams()[0].clone();
+        // New queue and circuit settings for the same backend.
+        let (next, diff) = state.prepare(config(
+            "    queue: { max: 3 }\n    circuit: { cooldown: 20s }\n",
+        ));
+        let after = next.pools[0].upstreams()[0].clone();
+        assert!(diff
+            .pool("chat")
+            .is_some_and(|p| p.changed("queue") && p.changed("circuit")));
+        assert!(Arc::ptr_eq(&before.health, &after.health), "health follows");
+        assert!(
+            Arc::ptr_eq(&before.models, &after.models),
+            "the model list follows"
+        );
+        assert!(
+            Arc::ptr_eq(&old.pools[0].shared, &next.pools[0].shared),
+            "in-flight counts and the queue follow the pool, new settings and all"
+        );
+        assert!(Arc::ptr_eq(&before.in_flight, &after.in_flight));
+        assert!(
+            !Arc::ptr_eq(&before.circuit, &after.circuit),
+            "a circuit with new thresholds starts afresh"
+        );
+        assert_eq!(next.generation, old.generation + 1);
+    }
+
+    #[test]
+    fn a_backend_a_reload_adds_waits_for_its_first_check() {
+        let state = SharedState::new(config(""));
+        let (next, _) = state.prepare(
+            Config::from_yaml(
+                "pools:\n  chat:\n    backends:\n      - { name: a, url: \"http://127.0.0.1:9001\" }\n\
+                 \x20     - { name: b, url: \"http://127.0.0.1:9002\" }\n",
+            )
+            .unwrap(),
+        );
+        let ups = next.pools[0].upstreams();
+        assert!(ups[0].health.is_healthy() && !ups[0].health.is_unchecked());
+        assert!(!ups[1].health.is_healthy() && ups[1].health.is_unchecked());
+    }
+}
