@@ -198,9 +198,10 @@ impl Proxy {
         panic!("no free port for the proxy in five tries");
     }
 
-    /// Waits until the proxy accepts connections (true) or exits (false).
+    /// Waits until the proxy accepts connections (true) or fails (false).
     /// Its "listening on" line tells it from another process that took the
-    /// port.
+    /// port. A clean exit is the foreground half of `-d` handing over to
+    /// the daemon, not a failure.
     async fn wait_ready_or_exit(&mut self) -> bool {
         let end = Instant::now() + DEADLINE;
         while Instant::now() < end {
@@ -209,7 +210,13 @@ impl Proxy {
             {
                 return true;
             }
-            if self.child.try_wait().ok().flatten().is_some() {
+            if self
+                .child
+                .try_wait()
+                .ok()
+                .flatten()
+                .is_some_and(|status| !status.success())
+            {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
