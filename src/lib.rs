@@ -19,20 +19,24 @@
 //! - [`demo`]: `--demo`, a mock fleet behind the proxy in one process.
 //! - [`mock`]: a mock OpenAI/Ollama backend for the demo, tests and benchmarks.
 //! - [`cli`]: the command line.
+//!
+//! Public are only the modules the binaries, tests and benchmarks use
+//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, and the pool and
+//! model scanner the micro-benchmarks time); the rest is the crate's own.
 
-pub mod background;
+pub(crate) mod background;
 pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod edge;
-pub mod errors;
-pub mod health;
+pub(crate) mod edge;
+pub(crate) mod errors;
+pub(crate) mod health;
 pub mod lifecycle;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod mock;
 pub mod models;
-pub mod proxy;
-pub mod routing;
+pub(crate) mod proxy;
+pub(crate) mod routing;
 pub mod server;
-pub mod state;
+pub(crate) mod state;

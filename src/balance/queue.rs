@@ -143,8 +143,9 @@ impl PoolQueue {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Requests waiting now, for metrics.
-    pub fn len(&self) -> usize {
+    /// Requests waiting now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().queue.len()
     }
 

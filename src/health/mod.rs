@@ -11,4 +11,4 @@ pub mod circuit;
 pub mod probe;
 pub mod state;
 
-pub use state::{BackendHealth, CheckTurn};
+pub use state::BackendHealth;
