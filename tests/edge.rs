@@ -10,15 +10,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// A one-pool configuration with the given `server:` keys and pool keys.
-fn config(listen: SocketAddr, server: &str, backends: &str, pool: &str) -> String {
-    format!(
-        "server:\n  listen: [\"{listen}\"]\n  threads: 2\n{server}\
-         pools:\n  chat:\n    health_check: {{ type: none }}\n{pool}\
-         \x20   backends:\n{backends}"
-    )
-}
-
 /// Reads until the server closes the connection, for at most `within`;
 /// returns what came and how long it took.
 async fn read_to_close(stream: &mut TcpStream, within: Duration) -> (String, Duration) {
@@ -71,17 +62,17 @@ async fn clients_that_stop_reading_are_dropped_and_do_not_bench_the_backend() {
             .tokens(60_000),
     )
     .await;
-    let backends = format!(
-        "      - {{ name: big, url: \"{}\", max_in_flight: 3 }}\n",
-        m.url()
-    );
+    let pool = Pool::new("chat")
+        .set("timeouts.idle", "1s")
+        .set("queue.timeout", "60s")
+        .set("circuit.consecutive_failures", 1)
+        .set("circuit.cooldown", "60s")
+        .backend(Backend::of(&m).set("max_in_flight", 3));
     let proxy = Proxy::start(|addr| {
-        config(
-            addr,
-            "  timeouts: { client_send: 2s }\n",
-            &backends,
-            "    timeouts: { idle: 1s }\n    queue: { timeout: 60s }\n    circuit: { consecutive_failures: 1, cooldown: 60s }\n",
-        )
+        Fleet::new(addr)
+            .server("timeouts.client_send", "2s")
+            .pool(pool.clone())
+            .yaml()
     })
     .await;
     // Three clients take every slot and stop reading.
@@ -143,14 +134,12 @@ async fn a_slow_reader_is_not_a_silent_backend() {
             .tokens(60_000),
     )
     .await;
-    let backends = format!("      - {{ name: big, url: \"{}\" }}\n", m.url());
+    let pool = Pool::new("chat").set("timeouts.idle", "1s").mocks(&[&m]);
     let proxy = Proxy::start(|addr| {
-        config(
-            addr,
-            "  timeouts: { client_send: 30s }\n",
-            &backends,
-            "    timeouts: { idle: 1s }\n",
-        )
+        Fleet::new(addr)
+            .server("timeouts.client_send", "30s")
+            .pool(pool.clone())
+            .yaml()
     })
     .await;
     let mut reader = stalled_reader(proxy.addr).await;
@@ -188,14 +177,13 @@ async fn read_to_close_or_done(stream: &mut TcpStream) -> (String, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_clients_are_timed_out() {
     let m = mocks(1).await;
-    let backends = backends_yaml(&[&m[0]], &[]);
     let proxy = Proxy::start(|addr| {
-        config(
-            addr,
-            "  timeouts: { client_header: 1s, keepalive: 1s, client_body: 1s }\n",
-            &backends,
-            "",
-        )
+        Fleet::new(addr)
+            .server("timeouts.client_header", "1s")
+            .server("timeouts.keepalive", "1s")
+            .server("timeouts.client_body", "1s")
+            .pool(Pool::new("chat").mocks(&[&m[0]]))
+            .yaml()
     })
     .await;
 
@@ -269,9 +257,13 @@ async fn slow_and_idle_clients_are_timed_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_are_bounded_and_pingora_errors_are_json() {
     let m = mocks(1).await;
-    let backends = backends_yaml(&[&m[0]], &[]);
-    let proxy =
-        Proxy::start(|addr| config(addr, "  max_header_size: 16KiB\n", &backends, "")).await;
+    let proxy = Proxy::start(|addr| {
+        Fleet::new(addr)
+            .server("max_header_size", "16KiB")
+            .pool(Pool::new("chat").mocks(&[&m[0]]))
+            .yaml()
+    })
+    .await;
 
     let big = "x".repeat(20 << 10);
     let answer = raw_exchange(
@@ -319,14 +311,12 @@ async fn headers_are_bounded_and_pingora_errors_are_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_are_refused_cleanly() {
     let m = mocks(1).await;
-    let backends = backends_yaml(&[&m[0]], &[]);
     let proxy = Proxy::start(|addr| {
-        config(
-            addr,
-            "  max_connections: 3\n  timeouts: { client_header: 30s }\n",
-            &backends,
-            "",
-        )
+        Fleet::new(addr)
+            .server("max_connections", 3)
+            .server("timeouts.client_header", "30s")
+            .pool(Pool::new("chat").mocks(&[&m[0]]))
+            .yaml()
     })
     .await;
     let mut held = Vec::new();
@@ -380,8 +370,12 @@ async fn connections_beyond_the_limit_are_refused_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order() {
     let m = mocks(1).await;
-    let backends = backends_yaml(&[&m[0]], &[]);
-    let proxy = Proxy::start(|addr| config(addr, "", &backends, "")).await;
+    let proxy = Proxy::start(|addr| {
+        Fleet::new(addr)
+            .pool(Pool::new("chat").mocks(&[&m[0]]))
+            .yaml()
+    })
+    .await;
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     let mut batch = String::new();
     batch.push_str(&chat_request(false));
@@ -406,9 +400,13 @@ async fn pipelined_requests_are_answered_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_held_to_http_as_nginx_holds_them() {
     let m = mocks(1).await;
-    let backends = backends_yaml(&[&m[0]], &[]);
-    let proxy =
-        Proxy::start(|addr| config(addr, "  max_request_body: 1KiB\n", &backends, "")).await;
+    let proxy = Proxy::start(|addr| {
+        Fleet::new(addr)
+            .server("max_request_body", "1KiB")
+            .pool(Pool::new("chat").mocks(&[&m[0]]))
+            .yaml()
+    })
+    .await;
     let addr = proxy.addr;
     let exchange = |bytes: Vec<u8>| tokio::task::spawn_blocking(move || raw_exchange(addr, &bytes));
 
@@ -547,14 +545,10 @@ async fn a_request_that_loops_back_is_refused() {
     // connections until none are left.
     let target = Arc::new(std::sync::OnceLock::new());
     let hop = relay(target.clone()).await;
-    let proxy = Proxy::start(move |addr| {
-        format!(
-            "server:\n  listen: [\"{addr}\"]\n  threads: 2\n\
-             pools:\n  loop:\n    health_check: {{ type: none }}\n    retries: 0\n\
-             \x20   backends: [{{ url: \"http://{hop}\" }}]\n"
-        )
-    })
-    .await;
+    let pool = Pool::new("loop")
+        .set("retries", 0)
+        .backend(Backend::url(&format!("http://{hop}")));
+    let proxy = Proxy::start(move |addr| Fleet::new(addr).pool(pool.clone()).yaml()).await;
     target.set(proxy.addr).unwrap();
     let resp = client().get(proxy.url("/anything")).send().await.unwrap();
     let status = resp.status().as_u16();

@@ -151,14 +151,9 @@ fn hammer(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_reloads_under_load_lose_nothing() {
     let m = mocks(3).await;
-    let a = pool_of("0.0.0.0:0".parse().unwrap(), &[&m[0], &m[1]]);
-    let b = pool_of("0.0.0.0:0".parse().unwrap(), &[&m[1], &m[2]]);
     let proxy = Proxy::start(|addr| pool_of(addr, &[&m[0], &m[1]])).await;
-    let listen = format!("\"{}\"", proxy.addr);
-    let (a, b) = (
-        a.replace("\"0.0.0.0:0\"", &listen),
-        b.replace("\"0.0.0.0:0\"", &listen),
-    );
+    let a = pool_of(proxy.addr, &[&m[0], &m[1]]);
+    let b = pool_of(proxy.addr, &[&m[1], &m[2]]);
     let stop = Arc::new(AtomicBool::new(false));
     let load = hammer(proxy.url("/v1/chat/completions"), 8, stop.clone());
     let start = Instant::now();
@@ -192,9 +187,11 @@ async fn a_broken_file_changes_nothing_until_fixed() {
     proxy.wait_log("reload failed: YAML").await;
     assert_eq!(chat(&client, &url, "llama3").await.unwrap().1, "b0");
 
-    let semantic = pool_of(proxy.addr, &[&m[1]])
-        .replace("round_robin", "fastest")
-        .replace("{ pool: chat }", "{ pool: chat }\n  - { pool: nope }");
+    let semantic = Fleet::new(proxy.addr)
+        .pool(Pool::new("chat").set("strategy", "fastest").mocks(&[&m[1]]))
+        .route("chat", &[])
+        .route("nope", &[])
+        .yaml();
     std::fs::write(&proxy.config, with_paths(&proxy, &semantic)).unwrap();
     proxy.signal("HUP");
     proxy.wait_log("reload failed: pools.chat.strategy").await;
@@ -484,8 +481,11 @@ async fn sigusr2_upgrades_a_daemon_in_place_under_load() {
 async fn a_reload_that_replaces_every_backend_serves_from_the_first_request() {
     let m = mocks(2).await;
     // Checks every 10 s: the new backend must not wait for the next round.
-    let slow_checks =
-        |addr, b: &MockServer| pool_of(addr, &[b]).replace("interval: 200ms", "interval: 10s");
+    let slow_checks = |addr, b: &MockServer| {
+        Fleet::new(addr)
+            .pool(Pool::new("chat").http_checks("10s").mocks(&[b]))
+            .yaml()
+    };
     let proxy = Proxy::start(|addr| slow_checks(addr, &m[0])).await;
     let client = client();
     let url = proxy.url("/v1/chat/completions");

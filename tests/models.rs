@@ -317,12 +317,17 @@ async fn consistent_hash_on_the_model_keeps_a_model_on_one_backend() {
         mock(quick("B")).await,
         mock(quick("C")).await,
     ];
-    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let pool = Pool::new("chat")
+        .http_checks("200ms")
+        .set("strategy", "consistent_hash")
+        .set("hash_key", "model")
+        .mocks(&[&m[0], &m[1], &m[2]]);
     let proxy = Proxy::start(|addr| {
-        fleet_yaml(addr, &backends, "").replace(
-            "    health_check",
-            "    strategy: consistent_hash\n    hash_key: model\n    health_check",
-        )
+        Fleet::new(addr)
+            .server("max_request_body", "4MiB")
+            .models("refresh", "300ms")
+            .pool(pool.clone())
+            .yaml()
     })
     .await;
     let client = client();

@@ -421,16 +421,15 @@ async fn priority_tiers_spill_over_and_come_back() {
     let mut top = Some(mock(quick("top")).await);
     let low = mock(quick("low")).await;
     let top_addr = top.as_ref().unwrap().addr();
-    let backends = format!(
-        "      - {{ name: top, url: \"{}\", priority: 100 }}\n      - {{ name: low, url: \"{}\", priority: 50 }}\n",
-        top.as_ref().unwrap().url(),
-        low.url()
-    );
-    let proxy = Proxy::start(|addr| {
-        unchecked_pool(addr, "priority", &backends, "")
-            .replace("health_check: { type: none }", "health_check: { type: tcp, interval: 200ms, unhealthy_threshold: 1, healthy_threshold: 1 }")
-    })
-    .await;
+    let pool = Pool::new("chat")
+        .set("strategy", "priority")
+        .set("health_check.type", "tcp")
+        .set("health_check.interval", "200ms")
+        .set("health_check.unhealthy_threshold", 1)
+        .set("health_check.healthy_threshold", 1)
+        .backend(Backend::of(top.as_ref().unwrap()).set("priority", 100))
+        .backend(Backend::of(&low).set("priority", 50));
+    let proxy = Proxy::start(|addr| Fleet::new(addr).pool(pool.clone()).yaml()).await;
     let client = client();
     let url = proxy.url("/v1/chat/completions");
     for _ in 0..20 {
@@ -466,20 +465,15 @@ async fn a_passing_health_check_closes_the_circuit_and_the_tier_comes_back() {
     let quick = |n: &str| MockConfig::new(n).ttft(Duration::ZERO).tokens(1);
     let top = mock(quick("top")).await;
     let low = mock(quick("low")).await;
-    let backends = format!(
-        "      - {{ name: top, url: \"{}\", priority: 100 }}\n      - {{ name: low, url: \"{}\", priority: 50 }}\n",
-        top.url(),
-        low.url()
-    );
     // A circuit, once open, would keep the top tier out for a minute.
-    let extra = "    circuit: { consecutive_failures: 2, cooldown: 60s }\n";
-    let proxy = Proxy::start(|addr| {
-        unchecked_pool(addr, "priority", &backends, extra).replace(
-            "health_check: { type: none }",
-            "health_check: { type: http, path: /health, interval: 200ms, unhealthy_threshold: 1, healthy_threshold: 1 }",
-        )
-    })
-    .await;
+    let pool = Pool::new("chat")
+        .set("strategy", "priority")
+        .http_checks("200ms")
+        .set("circuit.consecutive_failures", 2)
+        .set("circuit.cooldown", "60s")
+        .backend(Backend::of(&top).set("priority", 100))
+        .backend(Backend::of(&low).set("priority", 50));
+    let proxy = Proxy::start(|addr| Fleet::new(addr).pool(pool.clone()).yaml()).await;
     let client = client();
     let url = proxy.url("/v1/chat/completions");
     assert_eq!(
@@ -605,12 +599,12 @@ async fn nothing_is_retried_after_the_first_byte() {
     )
     .await;
     let other = mock(MockConfig::new("other").ttft(Duration::ZERO)).await;
-    let backends = backends_yaml(&[&dying, &other], &[]);
     // The dying backend is the preferred tier, so the first attempt lands there.
-    let backends = backends
-        .replace("url: \"", "priority: 0, url: \"")
-        .replacen("priority: 0", "priority: 9", 1);
-    let proxy = Proxy::start(|addr| unchecked_pool(addr, "priority", &backends, "")).await;
+    let pool = Pool::new("chat")
+        .set("strategy", "priority")
+        .backend(Backend::of(&dying).set("priority", 9))
+        .backend(Backend::of(&other).set("priority", 0));
+    let proxy = Proxy::start(|addr| Fleet::new(addr).pool(pool.clone()).yaml()).await;
     let start = Instant::now();
     let (status, chunks) = stream_chunks(&client(), &proxy.url("/v1/chat/completions"), SSE).await;
     assert_eq!(status, 200);

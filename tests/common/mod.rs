@@ -7,6 +7,10 @@
 
 #![allow(dead_code)]
 
+pub mod config;
+
+#[allow(unused_imports)]
+pub use config::{Backend, Fleet, Pool};
 use std::future::Future;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
