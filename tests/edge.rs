@@ -55,13 +55,7 @@ async fn stalled_reader(addr: SocketAddr) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_stop_reading_are_dropped_and_do_not_bench_the_backend() {
     // Long streams (megabytes), sent as fast as the mock can.
-    let m = mock(
-        MockConfig::new("big")
-            .ttft(Duration::ZERO)
-            .token_gap(Duration::ZERO)
-            .tokens(60_000),
-    )
-    .await;
+    let m = mock(flood("big")).await;
     let pool = Pool::new("chat")
         .set("timeouts.idle", "1s")
         .set("queue.timeout", "60s")
@@ -127,13 +121,7 @@ async fn clients_that_stop_reading_are_dropped_and_do_not_bench_the_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_is_not_a_silent_backend() {
-    let m = mock(
-        MockConfig::new("big")
-            .ttft(Duration::ZERO)
-            .token_gap(Duration::ZERO)
-            .tokens(60_000),
-    )
-    .await;
+    let m = mock(flood("big")).await;
     let pool = Pool::new("chat").set("timeouts.idle", "1s").mocks(&[&m]);
     let proxy = Proxy::start(|addr| {
         Fleet::new(addr)

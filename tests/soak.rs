@@ -92,14 +92,7 @@ async fn the_fleet_serves_normal_clients_through_an_attack() {
             .tokens(50),
     )
     .await;
-    let big = mock(
-        MockConfig::new("big")
-            .models(["big"])
-            .ttft(Duration::ZERO)
-            .token_gap(Duration::ZERO)
-            .tokens(60_000),
-    )
-    .await;
+    let big = mock(flood("big").models(["big"])).await;
     let proxy = Proxy::start(|addr| {
         format!(
             "server:\n  listen: [\"{addr}\"]\n  threads: 2\n  timeouts: {{ client_send: 10s }}\n\

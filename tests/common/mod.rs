@@ -66,6 +66,15 @@ pub fn paced(name: &str, ttft: Duration, gap: Duration, tokens: usize) -> MockCo
         .tokens(tokens)
 }
 
+/// A mock whose streams are megabytes long and sent as fast as it can:
+/// more than the socket buffers between it and a client hold.
+pub fn flood(name: &str) -> MockConfig {
+    MockConfig::new(name)
+        .ttft(Duration::ZERO)
+        .token_gap(Duration::ZERO)
+        .tokens(60_000)
+}
+
 /// A streamed response's chunks joined as text.
 pub fn body_text(chunks: &[(Duration, bytes::Bytes)]) -> String {
     chunks
