@@ -83,6 +83,16 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if args.daemon {
+        let problems = config.check_daemon_paths();
+        if !problems.is_empty() {
+            eprintln!("switchyard: cannot start as a daemon:");
+            for e in &problems {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    }
     if !args.upgrade {
         if let Err(e) = server::check_listen(&config.server.listen) {
             eprintln!("switchyard: {e}");

@@ -210,3 +210,31 @@ fn a_busy_listen_address_fails_the_start_at_once() {
         assert!(start.elapsed() < Duration::from_secs(10));
     }
 }
+
+#[test]
+fn a_daemon_that_could_not_write_its_pid_file_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    let missing = dir.path().join("no-such-dir").join("switchyard.pid");
+    std::fs::write(
+        &path,
+        format!(
+            "server:\n  listen: [\"127.0.0.1:{}\"]\n  pid_file: {}\n\
+             pools:\n  chat:\n    backends: [{{ url: \"http://127.0.0.1:9\" }}]\n",
+            free_port(),
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["-d", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("server.pid_file") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}

@@ -19,25 +19,51 @@ impl Config {
     /// `-t` must pass before that.
     pub fn check_paths(&self) -> Vec<ConfigError> {
         let s = &self.server;
-        [
-            ("server.pid_file", Some(&s.pid_file)),
-            ("server.upgrade_sock", Some(&s.upgrade_sock)),
-            ("server.error_log", s.error_log.as_ref()),
-        ]
+        check(
+            [
+                ("server.pid_file", Some(&s.pid_file)),
+                ("server.upgrade_sock", Some(&s.upgrade_sock)),
+                ("server.error_log", s.error_log.as_ref()),
+            ],
+            false,
+        )
+    }
+
+    /// What a start with `-d` writes at once, the pid file and the error
+    /// log, checked without exception: the daemon writes them as it
+    /// detaches, after the starting process has already exited 0, so a
+    /// missing directory would leave nothing running and nothing said.
+    pub fn check_daemon_paths(&self) -> Vec<ConfigError> {
+        let s = &self.server;
+        check(
+            [
+                ("server.pid_file", Some(&s.pid_file)),
+                ("server.error_log", s.error_log.as_ref()),
+            ],
+            true,
+        )
+    }
+}
+
+fn check<'a>(
+    files: impl IntoIterator<Item = (&'static str, Option<&'a String>)>,
+    strict: bool,
+) -> Vec<ConfigError> {
+    files
         .into_iter()
         .filter_map(|(key, file)| {
-            let message = problem(file?)?;
+            let message = problem(file?, strict)?;
             Some(ConfigError {
                 path: key.to_string(),
                 message,
             })
         })
         .collect()
-    }
 }
 
-/// What is wrong with the place of `file`, if anything.
-fn problem(file: &str) -> Option<String> {
+/// What is wrong with the place of `file`, if anything; unless `strict`,
+/// a missing [`RUNTIME_DIR`] is not.
+fn problem(file: &str, strict: bool) -> Option<String> {
     if file.is_empty() {
         return Some("is empty".into());
     }
@@ -48,7 +74,7 @@ fn problem(file: &str) -> Option<String> {
     };
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
-        Err(_) if dir == Path::new(RUNTIME_DIR) => return None,
+        Err(_) if !strict && dir == Path::new(RUNTIME_DIR) => return None,
         Ok(_) => return Some(format!("{file:?}: {} is not a directory", dir.display())),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             return Some(format!(
