@@ -84,6 +84,26 @@ async fn requests_reach_only_backends_that_serve_their_model() {
     let names = listed(&client(), &proxy.url("/api/tags"), "models", "name").await;
     assert_eq!(names, ["codestral", "llama3", "qwen"]);
 
+    // One model of the list, as the OpenAI SDK's models.retrieve asks.
+    let one = client()
+        .get(proxy.url("/v1/models/codestral"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status().as_u16(), 200);
+    let v = one.json_value().await;
+    assert_eq!(
+        (v["id"].as_str(), v["object"].as_str()),
+        (Some("codestral"), Some("model"))
+    );
+    let none = client()
+        .get(proxy.url("/v1/models/gpt-9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status().as_u16(), 404);
+    assert_eq!(none.json_value().await["error"]["code"], "model_not_found");
+
     let client = client();
     let url = proxy.url("/v1/chat/completions");
     for _ in 0..6 {

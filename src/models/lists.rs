@@ -11,7 +11,7 @@
 //! keeps `/api/ps` (which asks every backend) for a second, with one fetch
 //! in flight however many clients ask.
 
-use super::{base_name, fetch, ModelEntry};
+use super::{base_name, fetch, same_model, ModelEntry};
 use crate::state::Snapshot;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -26,6 +26,8 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
     OpenAi,
+    /// `GET /v1/models/{id}` (the OpenAI SDK's `models.retrieve`).
+    OpenAiModel,
     OllamaTags,
     OllamaPs,
 }
@@ -39,9 +41,40 @@ impl ListKind {
             "/v1/models" => Some(ListKind::OpenAi),
             "/api/tags" => Some(ListKind::OllamaTags),
             "/api/ps" => Some(ListKind::OllamaPs),
+            p if model_id(p).is_some() => Some(ListKind::OpenAiModel),
             _ => None,
         }
     }
+}
+
+/// The model a `/v1/models/{id}` path names, percent-decoded (an id may
+/// hold `/`, as `Qwen/Qwen2.5-7B` does, or `:`).
+pub fn model_id(path: &str) -> Option<String> {
+    let raw = path.strip_prefix("/v1/models/")?;
+    if raw.is_empty() {
+        return None;
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The list answers, kept until the backends or the snapshot change. One
@@ -95,6 +128,13 @@ impl ListCache {
     pub fn openai(&self, snapshot: &Snapshot) -> Bytes {
         let fleet = self.fleet(snapshot);
         fleet.openai.get_or_init(|| openai(&fleet.models)).clone()
+    }
+
+    /// `GET /v1/models/{id}`: the fleet's entry for `id`, if it has one.
+    pub fn openai_model(&self, snapshot: &Snapshot, id: &str) -> Option<Bytes> {
+        let fleet = self.fleet(snapshot);
+        let entry = fleet.models.iter().find(|m| same_model(&m.name, id))?;
+        Some(Bytes::from(openai_entry(entry).to_string()))
     }
 
     /// `GET /api/tags`.
@@ -203,11 +243,13 @@ pub fn fleet_models(snapshot: &Snapshot) -> Vec<ModelEntry> {
 
 /// `GET /v1/models`.
 pub fn openai(models: &[ModelEntry]) -> Bytes {
-    let data: Vec<Value> = models
-        .iter()
-        .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "switchyard"}))
-        .collect();
+    let data: Vec<Value> = models.iter().map(openai_entry).collect();
     Bytes::from(json!({"object": "list", "data": data}).to_string())
+}
+
+/// One model as OpenAI lists it.
+fn openai_entry(m: &ModelEntry) -> Value {
+    json!({"id": m.name, "object": "model", "created": 0, "owned_by": "switchyard"})
 }
 
 /// `GET /api/tags`.
@@ -270,6 +312,21 @@ async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_ids_in_paths() {
+        assert_eq!(
+            model_id("/v1/models/llama3.1:8b").as_deref(),
+            Some("llama3.1:8b")
+        );
+        assert_eq!(
+            model_id("/v1/models/Qwen/Qwen2.5-7B").as_deref(),
+            Some("Qwen/Qwen2.5-7B")
+        );
+        assert_eq!(model_id("/v1/models/a%3Ab%2Fc").as_deref(), Some("a:b/c"));
+        assert_eq!(model_id("/v1/models/"), None);
+        assert_eq!(model_id("/v1/modelsx"), None);
+    }
     use crate::balance::pool::Upstream;
     use crate::config::Config;
     use crate::state::SharedState;

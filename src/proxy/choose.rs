@@ -7,7 +7,7 @@ use super::ctx::RequestCtx;
 use crate::balance::pool::{Pick, Pool, Upstream};
 use crate::balance::queue::QueueError;
 use crate::errors::{send_json, Refusal};
-use crate::models::lists::{ListCache, ListKind};
+use crate::models::lists::{self, ListCache, ListKind};
 use crate::models::scan;
 use crate::routing;
 use crate::state::Snapshot;
@@ -20,7 +20,8 @@ use std::sync::Arc;
 /// for when a fallback was used.
 pub const MODEL_HEADER: &str = "x-switchyard-model";
 
-/// Answers `/v1/models`, `/api/tags` or `/api/ps` for the whole fleet.
+/// Answers `/v1/models` (and one model of it), `/api/tags` or `/api/ps`
+/// for the whole fleet.
 pub(super) async fn answer_list(
     session: &mut Session,
     snapshot: &Snapshot,
@@ -29,6 +30,13 @@ pub(super) async fn answer_list(
 ) -> Result<()> {
     let body = match kind {
         ListKind::OpenAi => lists.openai(snapshot),
+        ListKind::OpenAiModel => {
+            let id = lists::model_id(session.req_header().uri.path()).unwrap_or_default();
+            match lists.openai_model(snapshot, &id) {
+                Some(body) => body,
+                None => return Refusal::ModelNotFound { model: id }.send(session).await,
+            }
+        }
         ListKind::OllamaTags => lists.ollama_tags(snapshot),
         ListKind::OllamaPs => lists.ollama_ps(snapshot).await,
     };
