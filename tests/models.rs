@@ -544,3 +544,24 @@ async fn concurrent_api_ps_calls_ask_each_backend_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_wants_an_api_key_is_named_in_a_warning() {
+    let locked = mock(MockConfig::new("locked").fail_with(401)).await;
+    let proxy = Proxy::start(|addr| {
+        Fleet::new(addr)
+            .models("refresh", "300ms")
+            .pool(Pool::new("chat").mocks(&[&locked]))
+            .yaml()
+    })
+    .await;
+    proxy
+        .wait_log("HTTP 401: the backend wants an API key")
+        .await;
+    let log = proxy.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("wants an API key"))
+        .unwrap_or_default();
+    assert!(line.contains("WARN") && line.contains("locked"), "{line}");
+}

@@ -75,6 +75,11 @@ pub async fn discover(
     let try_one = |path: &'static str, parse: fn(&[u8]) -> Option<Vec<ModelEntry>>| async move {
         match fetch::get(addr, host, path, FETCH_TIMEOUT, MAX_LIST_BODY).await {
             Ok((200, body)) => parse(&body).ok_or_else(|| format!("{path}: not a model list")),
+            Ok((status @ (401 | 403), _)) => Err(format!(
+                "{path}: HTTP {status}: the backend wants an API key, which Switchyard \
+                 cannot send yet; until it lists its models it is sent requests for any \
+                 model, so give its `models:` in the configuration"
+            )),
             Ok((status, _)) => Err(format!("{path}: HTTP {status}")),
             Err(e) => Err(format!("{path}: {e}")),
         }
