@@ -267,6 +267,42 @@ async fn a_client_that_leaves_stops_the_backend() {
         slow.stats().in_flight() == 0
     })
     .await;
+    // A client that hangs up, and one that asks for a model nobody serves,
+    // are nothing for an operator to act on: no ERROR line, and the
+    // backend's circuit is untouched (three such requests would open it).
+    for _ in 0..3 {
+        let mut resp = client()
+            .post(proxy.url("/v1/chat/completions"))
+            .body(SSE)
+            .send()
+            .await
+            .unwrap();
+        resp.chunk().await.unwrap();
+        drop(resp);
+    }
+    let (status, _) = chat(
+        &client(),
+        &proxy.url("/v1/chat/completions"),
+        "nobody-serves-this",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 404);
+    wait_until(Duration::from_secs(5), "the backend to stop", || async {
+        slow.stats().in_flight() == 0 && slow.stats().streams_cancelled() == 4
+    })
+    .await;
+    let (status, backend) = chat(&client(), &proxy.url("/v1/chat/completions"), "llama3")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, backend.as_str()),
+        (200, "slow"),
+        "the circuit stayed closed"
+    );
+    let log = proxy.log_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -474,6 +474,15 @@ impl ProxyHttp for Switchyard {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        // Pingora logs every request that ends in an error at ERROR. ERROR
+        // is for what an operator must act on: a client that hung up or
+        // stopped reading, or a request Switchyard refused as the client's
+        // own mistake (an unknown model, a body too large), is not; it is
+        // logged at debug by `logging`.
+        *e.esource() == ErrorSource::Downstream || Refusal::of(e).is_some_and(|r| r.status() < 500)
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(attempt) = &mut ctx.attempt {
             attempt.stop_watching();
