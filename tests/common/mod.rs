@@ -280,6 +280,22 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test's proxy logs (and those of processes it started
+        // beside them, such as an upgrade's new binary) go with its
+        // temporary directory: show their ends in the test's output first.
+        if std::thread::panicking() {
+            let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+                return;
+            };
+            for path in entries.flatten().map(|e| e.path()) {
+                if path.extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = &lines[lines.len().saturating_sub(40)..];
+                    eprintln!("--- last lines of {}:\n{}", path.display(), tail.join("\n"));
+                }
+            }
+        }
     }
 }
 
