@@ -121,19 +121,24 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let server = self.state.load().config.server.clone();
+        // What this connection is held to, read without copying the
+        // settings: this runs for every connection accepted.
+        let (max, limits, keepalive) = {
+            let snapshot = self.state.load();
+            let server = &snapshot.config.server;
+            (
+                server.max_connections,
+                limits(server),
+                keepalive_secs(server.timeouts.keepalive),
+            )
+        };
         self.metrics.connections_open.inc();
         let _open = OpenGuard(&self.metrics);
-        if self.metrics.connections_open.get() > server.max_connections as u64 {
-            self.refuse(stream, server.max_connections).await;
+        if self.metrics.connections_open.get() > max as u64 {
+            self.refuse(stream, max).await;
             return None;
         }
-        let keepalive = keepalive_secs(server.timeouts.keepalive);
-        let stream: Stream = Box::new(EdgeStream::new(
-            stream,
-            limits(&server),
-            self.metrics.clone(),
-        ));
+        let stream: Stream = Box::new(EdgeStream::new(stream, limits, self.metrics.clone()));
         // Pingora's own loop over a connection's requests (HTTP/1.1; TLS
         // and HTTP/2 are not served yet), with the stream told when a
         // request has ended.
