@@ -50,7 +50,7 @@ impl fmt::Display for ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
-    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigErrors(vec![ConfigError {
             path: path.into(),
             message: message.into(),

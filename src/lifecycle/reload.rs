@@ -8,7 +8,7 @@
 //! changes nothing.
 
 use crate::background;
-use crate::config::{Config, ServerSettings};
+use crate::config::{Config, ConfigErrors, ServerSettings};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
 use async_trait::async_trait;
@@ -49,12 +49,10 @@ impl Reloader {
         let path = self.path.clone();
         let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
         let loaded = loaded.unwrap_or_else(|e| {
-            Err(crate::config::ConfigErrors(vec![
-                crate::config::ConfigError {
-                    path: String::new(),
-                    message: format!("reading the configuration failed: {e}"),
-                },
-            ]))
+            Err(ConfigErrors::one(
+                "",
+                format!("reading the configuration failed: {e}"),
+            ))
         });
         let config = match loaded {
             Ok(c) => c,
