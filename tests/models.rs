@@ -28,6 +28,14 @@ async fn three() -> Vec<MockServer> {
     ]
 }
 
+/// The three mocks of [`three`] behind a proxy, `extra` under `models:`.
+async fn three_behind_proxy(extra: &str) -> (Vec<MockServer>, Proxy) {
+    let m = three().await;
+    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
+    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, extra)).await;
+    (m, proxy)
+}
+
 fn chats(m: &MockServer) -> u64 {
     m.stats().requests_to("/v1/chat/completions") + m.stats().requests_to("/api/chat")
 }
@@ -75,9 +83,7 @@ impl JsonValue for reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_reach_only_backends_that_serve_their_model() {
-    let m = three().await;
-    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
-    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let (m, proxy) = three_behind_proxy("").await;
     wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
 
     // /api/tags lists each model once too.
@@ -156,9 +162,7 @@ async fn requests_reach_only_backends_that_serve_their_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_body_with_the_model_last_is_routed_and_forwarded_byte_for_byte() {
-    let m = three().await;
-    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
-    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let (m, proxy) = three_behind_proxy("").await;
     wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
     let client = client();
     for stream in [false, true] {
@@ -200,9 +204,7 @@ async fn a_large_body_with_the_model_last_is_routed_and_forwarded_byte_for_byte(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_follows_models_appearing_and_disappearing() {
-    let m = three().await;
-    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
-    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let (m, proxy) = three_behind_proxy("").await;
     wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
     let client = client();
     let url = proxy.url("/v1/chat/completions");
@@ -228,10 +230,8 @@ async fn discovery_follows_models_appearing_and_disappearing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aliases_and_fallbacks() {
-    let m = three().await;
-    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
     let extra = "  aliases: { gpt-4o: codestral }\n  fallbacks: { qwen: [mistral, llama3] }\n";
-    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, extra)).await;
+    let (m, proxy) = three_behind_proxy(extra).await;
     wait_models(&proxy, &["codestral", "gpt-4o", "llama3", "qwen"]).await;
     let client = client();
     let url = proxy.url("/v1/chat/completions");
@@ -289,9 +289,7 @@ async fn aliases_and_fallbacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_missing_and_oversized_bodies_reach_no_backend() {
-    let m = three().await;
-    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
-    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let (m, proxy) = three_behind_proxy("").await;
     let client = client();
     let url = proxy.url("/v1/chat/completions");
     let before: Vec<u64> = m.iter().map(chats).collect();
@@ -366,9 +364,7 @@ async fn consistent_hash_on_the_model_keeps_a_model_on_one_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_ps_merges_what_every_backend_has_loaded() {
-    let m = three().await;
-    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
-    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let (_m, proxy) = three_behind_proxy("").await;
     let loaded = listed(&client(), &proxy.url("/api/ps"), "models", "name").await;
     // Each mock reports its first model as loaded.
     assert_eq!(loaded, ["codestral", "llama3", "llama3"]);
@@ -376,9 +372,7 @@ async fn api_ps_merges_what_every_backend_has_loaded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_the_backend_could_read_as_another_model_reaches_no_backend() {
-    let m = three().await;
-    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
-    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let (m, proxy) = three_behind_proxy("").await;
     wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
     let client = client();
     let url = proxy.url("/v1/chat/completions");
@@ -523,9 +517,7 @@ async fn a_backend_listing_too_many_models_is_bounded_and_logged_short() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_api_ps_calls_ask_each_backend_once() {
-    let m = three().await;
-    let backends = backends_yaml(&[&m[0], &m[1], &m[2]], &[]);
-    let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
+    let (m, proxy) = three_behind_proxy("").await;
     let client = client();
     let url = proxy.url("/api/ps");
     let calls = (0..10).map(|_| listed(&client, &url, "models", "name"));

@@ -11,13 +11,7 @@ use switchyard::mock::unix_micros;
 /// `sent_us` stamp) to the client, and when it arrived.
 async fn event_delays(url: &str, body: &str) -> Vec<(Duration, Duration)> {
     let start = std::time::Instant::now();
-    let mut resp = client()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let mut resp = post_json(&client(), url, body).await;
     assert_eq!(resp.status().as_u16(), 200);
     let mut out = Vec::new();
     let mut pending = String::new();

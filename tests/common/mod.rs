@@ -372,6 +372,17 @@ pub async fn chat_with(
     Ok((status, backend))
 }
 
+/// POSTs a JSON `body` to `url`.
+pub async fn post_json(client: &reqwest::Client, url: &str, body: &str) -> reqwest::Response {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A streamed response: each body chunk with its arrival time since the
 /// request was sent.
 pub async fn stream_chunks(
@@ -380,13 +391,7 @@ pub async fn stream_chunks(
     body: &str,
 ) -> (u16, Vec<(Duration, bytes::Bytes)>) {
     let start = Instant::now();
-    let mut resp = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let mut resp = post_json(client, url, body).await;
     let status = resp.status().as_u16();
     let mut chunks = Vec::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
