@@ -7,6 +7,7 @@
 //! failure is logged once, not at every refresh.
 
 use crate::models::discovery::{bounded, discover, summary};
+use crate::models::ModelEntry;
 use crate::state::SharedState;
 use async_trait::async_trait;
 use log::{info, warn};
@@ -38,11 +39,19 @@ impl DiscoveryService {
             match result {
                 Ok(list) => {
                     let (list, dropped) = bounded(list);
-                    if models.get().is_none_or(|old| *old != list) {
+                    let old = models.get();
+                    // Logged when the models change, not when only what is
+                    // said of them does: vLLM stamps `created` with the
+                    // time of each request.
+                    let names =
+                        |l: &[ModelEntry]| l.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+                    if old.as_ref().is_none_or(|old| names(old) != names(&list)) {
                         if dropped.any() {
                             warn!("backend {}: {dropped}", up.spec.name);
                         }
                         info!("backend {}: {}", up.spec.name, summary(&list));
+                    }
+                    if old.is_none_or(|old| *old != list) {
                         models.set(list);
                     }
                     failing.insert(up.spec.addr, false);

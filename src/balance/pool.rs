@@ -390,10 +390,7 @@ mod tests {
     fn only_backends_with_the_model_are_candidates() {
         use crate::models::ModelEntry;
         let p = pool(THREE, "round_robin");
-        let entry = |n: &str| ModelEntry {
-            name: n.into(),
-            ollama: None,
-        };
+        let entry = ModelEntry::named;
         p.upstreams[0]
             .models
             .set(vec![entry("llama3"), entry("qwen")]);

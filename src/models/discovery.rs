@@ -10,9 +10,10 @@
 //! each change, is not rebuilt at every refresh.
 
 use super::scan::check_model_name;
-use super::{fetch, ModelEntry};
+use super::{base_name, fetch, ModelEntry};
 use crate::config::BackendKind;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -33,16 +34,19 @@ const MAX_LIST_BODY: usize = 8 << 20;
 /// How many names the log line of a changed list shows.
 const LOGGED_NAMES: usize = 10;
 
-/// Parses an OpenAI `/v1/models` answer.
+/// Parses an OpenAI `/v1/models` answer, keeping each entry.
 pub fn parse_openai(body: &[u8]) -> Option<Vec<ModelEntry>> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let data = v.get("data")?.as_array()?;
     Some(
         data.iter()
-            .filter_map(|m| m.get("id")?.as_str())
-            .map(|id| ModelEntry {
-                name: id.to_string(),
-                ollama: None,
+            .filter_map(|m| {
+                let id = m.get("id")?.as_str()?;
+                Some(ModelEntry {
+                    name: id.to_string(),
+                    openai: Some(m.clone()),
+                    ollama: None,
+                })
             })
             .collect(),
     )
@@ -59,6 +63,7 @@ pub fn parse_ollama(body: &[u8]) -> Option<Vec<ModelEntry>> {
                 let name = m.get("name").or_else(|| m.get("model"))?.as_str()?;
                 Some(ModelEntry {
                     name: name.to_string(),
+                    openai: None,
                     ollama: Some(m.clone()),
                 })
             })
@@ -66,7 +71,10 @@ pub fn parse_ollama(body: &[u8]) -> Option<Vec<ModelEntry>> {
     )
 }
 
-/// Fetches one backend's list the way its `type` says.
+/// Fetches one backend's list the way its `type` says. An `auto` backend is
+/// asked both ways at once: an Ollama server answers both, and only its
+/// `/api/tags` has sizes and details, only its `/v1/models` what OpenAI
+/// clients read; a vLLM or llama.cpp server answers `/v1/models` alone.
 pub async fn discover(
     addr: SocketAddr,
     host: &str,
@@ -87,13 +95,41 @@ pub async fn discover(
     match kind {
         BackendKind::OpenAi => try_one("/v1/models", parse_openai).await,
         BackendKind::Ollama => try_one("/api/tags", parse_ollama).await,
-        BackendKind::Auto => match try_one("/v1/models", parse_openai).await {
-            Ok(list) => Ok(list),
-            Err(first) => try_one("/api/tags", parse_ollama)
-                .await
-                .map_err(|second| format!("{first}; {second}")),
-        },
+        BackendKind::Auto => {
+            let (openai, ollama) = futures_util::future::join(
+                try_one("/v1/models", parse_openai),
+                try_one("/api/tags", parse_ollama),
+            )
+            .await;
+            match (openai, ollama) {
+                (Ok(openai), Ok(ollama)) => Ok(merge(openai, ollama)),
+                (Ok(list), Err(_)) | (Err(_), Ok(list)) => Ok(list),
+                (Err(first), Err(second)) => Err(format!("{first}; {second}")),
+            }
+        }
     }
+}
+
+/// One backend's two lists as one: its `/v1/models` order, each model with
+/// its `/api/tags` entry too, then the models only `/api/tags` has.
+fn merge(openai: Vec<ModelEntry>, ollama: Vec<ModelEntry>) -> Vec<ModelEntry> {
+    let mut tags: HashMap<String, ModelEntry> = ollama
+        .into_iter()
+        .map(|e| (base_name(&e.name).to_string(), e))
+        .collect();
+    let mut merged: Vec<ModelEntry> = openai
+        .into_iter()
+        .map(|mut e| {
+            if let Some(tag) = tags.remove(base_name(&e.name)) {
+                e.ollama = tag.ollama;
+            }
+            e
+        })
+        .collect();
+    let mut rest: Vec<ModelEntry> = tags.into_values().collect();
+    rest.sort_by(|a, b| a.name.cmp(&b.name));
+    merged.extend(rest);
+    merged
 }
 
 /// What [`bounded`] left out of a list.
@@ -177,14 +213,34 @@ mod tests {
         assert_eq!(list[0].ollama.as_ref().unwrap()["size"], 1);
         assert_eq!(list[1].name, "phi3:mini");
         assert!(parse_openai(b"{}").is_none());
+        let vllm =
+            br#"{"data":[{"id":"Qwen/Qwen2.5-7B","created":1700000000,"max_model_len":32768}]}"#;
+        let list = parse_openai(vllm).unwrap();
+        assert_eq!(list[0].openai.as_ref().unwrap()["max_model_len"], 32768);
         assert!(parse_ollama(b"nope").is_none());
     }
 
+    #[test]
+    fn an_ollama_servers_two_lists_are_one() {
+        let openai = parse_openai(
+            br#"{"data":[{"id":"llama3:latest","created":1,"owned_by":"library"},{"id":"qwen"}]}"#,
+        )
+        .unwrap();
+        let ollama = parse_ollama(
+            br#"{"models":[{"name":"phi3","size":3},{"name":"llama3","size":1,"digest":"d"}]}"#,
+        )
+        .unwrap();
+        let merged = merge(openai, ollama);
+        let names: Vec<&str> = merged.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["llama3:latest", "qwen", "phi3"]);
+        assert_eq!(merged[0].openai.as_ref().unwrap()["owned_by"], "library");
+        assert_eq!(merged[0].ollama.as_ref().unwrap()["digest"], "d");
+        assert!(merged[1].ollama.is_none());
+        assert!(merged[2].openai.is_none());
+    }
+
     fn entries(names: impl IntoIterator<Item = String>) -> Vec<ModelEntry> {
-        names
-            .into_iter()
-            .map(|name| ModelEntry { name, ollama: None })
-            .collect()
+        names.into_iter().map(ModelEntry::named).collect()
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! keeps `/api/ps` (which asks every backend) for a second, with one fetch
 //! in flight however many clients ask.
 
-use super::{base_name, fetch, same_model, ModelEntry};
+use super::{base_name, entries, fetch, same_model, ModelEntry};
 use crate::state::Snapshot;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -134,7 +134,7 @@ impl ListCache {
     pub fn openai_model(&self, snapshot: &Snapshot, id: &str) -> Option<Bytes> {
         let fleet = self.fleet(snapshot);
         let entry = fleet.models.iter().find(|m| same_model(&m.name, id))?;
-        Some(Bytes::from(openai_entry(entry).to_string()))
+        Some(Bytes::from(entries::openai(entry).to_string()))
     }
 
     /// `GET /api/tags`.
@@ -203,9 +203,10 @@ impl ListCache {
 
 /// Every model served by a healthy backend, once, in name order, followed
 /// by the aliases whose target is among them. Where backends list one
-/// model under two names (`llama3`, `llama3:latest`), the first backend's
-/// entry is kept. Sorting, not pairwise comparison, so a fleet of long lists
-/// costs O(n log n).
+/// model (also under two names, `llama3` and `llama3:latest`), their
+/// entries are merged ([`entries::merge`]), the first backend's first.
+/// Sorting, not pairwise comparison, so a fleet of long lists costs
+/// O(n log n).
 pub fn fleet_models(snapshot: &Snapshot) -> Vec<ModelEntry> {
     let lists: Vec<Arc<Vec<ModelEntry>>> = snapshot
         .pools
@@ -217,9 +218,13 @@ pub fn fleet_models(snapshot: &Snapshot) -> Vec<ModelEntry> {
     let mut all: Vec<&ModelEntry> = lists.iter().flat_map(|l| l.iter()).collect();
     // Stable, so the first backend's entry of a model stays first.
     all.sort_by(|a, b| base_name(&a.name).cmp(base_name(&b.name)));
-    all.dedup_by(|later, first| base_name(&later.name) == base_name(&first.name));
-    all.sort_by(|a, b| a.name.cmp(&b.name));
-    let served: HashMap<&str, &ModelEntry> = all.iter().map(|e| (base_name(&e.name), *e)).collect();
+    let mut models: Vec<ModelEntry> = all
+        .chunk_by(|a, b| base_name(&a.name) == base_name(&b.name))
+        .filter_map(|same| entries::merge(same.iter().copied()))
+        .collect();
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    let served: HashMap<&str, &ModelEntry> =
+        models.iter().map(|e| (base_name(&e.name), e)).collect();
     let aliases: Vec<ModelEntry> = snapshot
         .config
         .models
@@ -230,41 +235,23 @@ pub fn fleet_models(snapshot: &Snapshot) -> Vec<ModelEntry> {
             let base = served.get(base_name(target))?;
             Some(ModelEntry {
                 name: alias.clone(),
-                ollama: base.ollama.clone().map(|mut v| {
-                    v["name"] = json!(alias);
-                    v["model"] = json!(alias);
-                    v
-                }),
+                ..(*base).clone()
             })
         })
         .collect();
-    all.into_iter().cloned().chain(aliases).collect()
+    models.extend(aliases);
+    models
 }
 
 /// `GET /v1/models`.
 pub fn openai(models: &[ModelEntry]) -> Bytes {
-    let data: Vec<Value> = models.iter().map(openai_entry).collect();
+    let data: Vec<Value> = models.iter().map(entries::openai).collect();
     Bytes::from(json!({"object": "list", "data": data}).to_string())
-}
-
-/// One model as OpenAI lists it.
-fn openai_entry(m: &ModelEntry) -> Value {
-    json!({"id": m.name, "object": "model", "created": 0, "owned_by": "switchyard"})
 }
 
 /// `GET /api/tags`.
 pub fn ollama_tags(models: &[ModelEntry]) -> Bytes {
-    let list: Vec<Value> = models
-        .iter()
-        .map(|m| {
-            m.ollama.clone().unwrap_or_else(|| {
-                json!({
-                    "name": m.name, "model": m.name, "modified_at": "1970-01-01T00:00:00Z",
-                    "size": 0, "digest": "", "details": {}
-                })
-            })
-        })
-        .collect();
+    let list: Vec<Value> = models.iter().map(entries::ollama).collect();
     Bytes::from(json!({"models": list}).to_string())
 }
 
@@ -282,8 +269,8 @@ pub const PS_FRESH: Duration = Duration::from_secs(1);
 /// answer is left out rather than buffered.
 const MAX_PS_BODY: usize = 256 << 10;
 
-/// `GET /api/ps` of every healthy backend, merged. Backends that do not
-/// answer are left out.
+/// `GET /api/ps` of every healthy backend, merged to one entry per model
+/// ([`entries::merge_ps`]). Backends that do not answer are left out.
 async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
     let targets = snapshot.backends(|up| up.health.is_healthy());
     let answers = futures_util::future::join_all(targets.iter().map(|up| {
@@ -296,17 +283,15 @@ async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
         )
     }))
     .await;
-    let mut merged: Vec<Value> = Vec::new();
-    for answer in answers {
-        let Ok((200, body)) = answer else { continue };
-        let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
-            continue;
-        };
-        if let Some(Value::Array(models)) = v.get_mut("models").map(Value::take) {
-            merged.extend(models);
+    let lists = answers.into_iter().filter_map(|answer| {
+        let Ok((200, body)) = answer else { return None };
+        let mut v = serde_json::from_slice::<Value>(&body).ok()?;
+        match v.get_mut("models").map(Value::take) {
+            Some(Value::Array(models)) => Some(models),
+            _ => None,
         }
-    }
-    Bytes::from(json!({"models": merged}).to_string())
+    });
+    Bytes::from(json!({"models": entries::merge_ps(lists)}).to_string())
 }
 
 #[cfg(test)]
@@ -345,14 +330,8 @@ mod tests {
         &snapshot.pools[0].upstreams()[i]
     }
 
-    fn entries(names: &[&str]) -> Vec<ModelEntry> {
-        names
-            .iter()
-            .map(|n| ModelEntry {
-                name: n.to_string(),
-                ollama: None,
-            })
-            .collect()
+    fn named(names: &[&str]) -> Vec<ModelEntry> {
+        names.iter().map(|n| ModelEntry::named(*n)).collect()
     }
 
     fn take_down(snapshot: &Snapshot, i: usize) {
@@ -373,21 +352,29 @@ mod tests {
     #[test]
     fn each_model_once_then_aliases_of_served_targets() {
         let s = snapshot();
-        let mut a = entries(&["qwen", "llama3:latest"]);
+        let mut a = named(&["qwen", "llama3:latest"]);
         a[1].ollama = Some(json!({"name": "llama3:latest", "size": 1}));
         up(&s, 0).models.set(a);
-        up(&s, 1)
-            .models
-            .set(entries(&["llama3", "codestral", "qwen"]));
+        let mut b = named(&["llama3", "codestral", "qwen"]);
+        b[0].openai = Some(json!({"id": "llama3", "owned_by": "library", "created": 7}));
+        up(&s, 1).models.set(b);
         // The third backend's list is not known yet: it adds nothing.
         let fleet = fleet_models(&s);
         assert_eq!(
             names(&fleet),
             ["codestral", "llama3:latest", "qwen", "gpt-4o"]
         );
-        // An alias takes its target's Ollama entry, renamed.
-        assert_eq!(fleet[3].ollama.as_ref().unwrap()["name"], "gpt-4o");
-        assert_eq!(fleet[3].ollama.as_ref().unwrap()["size"], 1);
+        // One model listed by two backends has what each said of it.
+        assert_eq!(fleet[1].ollama.as_ref().unwrap()["size"], 1);
+        assert_eq!(fleet[1].openai.as_ref().unwrap()["created"], 7);
+        // An alias takes its target's entries, listed under its own name.
+        let tags: Value = serde_json::from_slice(&ollama_tags(&fleet)).unwrap();
+        assert_eq!(tags["models"][3]["name"], "gpt-4o");
+        assert_eq!(tags["models"][3]["size"], 1);
+        let models: Value = serde_json::from_slice(&openai(&fleet)).unwrap();
+        assert_eq!(models["data"][3]["id"], "gpt-4o");
+        assert_eq!(models["data"][3]["created"], 7);
+        assert_eq!(models["data"][3]["owned_by"], "library");
 
         take_down(&s, 0);
         assert_eq!(
@@ -401,10 +388,7 @@ mod tests {
         let s = snapshot();
         let many = |prefix: &str| -> Vec<ModelEntry> {
             (0..10_000)
-                .map(|i| ModelEntry {
-                    name: format!("{prefix}-{i:05}"),
-                    ollama: None,
-                })
+                .map(|i| ModelEntry::named(format!("{prefix}-{i:05}")))
                 .collect()
         };
         up(&s, 0).models.set(many("a"));
@@ -422,7 +406,7 @@ mod tests {
         assert_eq!(cache.ollama_tags(&s).as_ptr(), tags.as_ptr());
 
         // A backend's list changes: rebuilt.
-        up(&s, 2).models.set(entries(&["c"]));
+        up(&s, 2).models.set(named(&["c"]));
         let second = cache.openai(&s);
         assert_eq!(listed(&second), 20_001);
         assert_eq!(cache.openai(&s).as_ptr(), second.as_ptr());

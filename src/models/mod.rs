@@ -5,6 +5,8 @@
 //! - [`fetch`]: a small HTTP client for backends' model lists.
 //! - [`discovery`]: the background service that keeps each backend's list.
 //! - [`lists`]: the fleet's model list, answered by Switchyard itself.
+//! - [`entries`]: one model's entry in each list format, from what the
+//!   backends said of it.
 //!
 //! A backend's list ([`BackendModels`]) is shared between routing
 //! snapshots by address, like its health, so a reload keeps what was
@@ -12,6 +14,7 @@
 //! discovery) is a candidate for any model, so a new fleet serves at once.
 
 pub mod discovery;
+pub mod entries;
 pub mod fetch;
 pub mod lists;
 pub mod scan;
@@ -19,13 +22,27 @@ pub mod scan;
 use arc_swap::ArcSwapOption;
 use std::sync::Arc;
 
-/// One model as a backend lists it.
-#[derive(Debug, Clone, PartialEq)]
+/// One model as a backend lists it, with the backend's own entries kept so
+/// that Switchyard's lists say what the backends said: sizes, digests and
+/// details in `/api/tags`, `created`, `owned_by` and a server's own fields
+/// (vLLM's `max_model_len`) in `/v1/models`.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelEntry {
     pub name: String,
-    /// The backend's own `/api/tags` entry, kept so that Switchyard's
-    /// `/api/tags` shows sizes and details as Ollama would.
+    /// The backend's `/v1/models` entry.
+    pub openai: Option<serde_json::Value>,
+    /// The backend's `/api/tags` entry.
     pub ollama: Option<serde_json::Value>,
+}
+
+impl ModelEntry {
+    /// A model known by name only, as `models:` in the configuration gives it.
+    pub fn named(name: impl Into<String>) -> Self {
+        ModelEntry {
+            name: name.into(),
+            ..ModelEntry::default()
+        }
+    }
 }
 
 /// The models one backend serves.
@@ -39,15 +56,7 @@ impl BackendModels {
     /// A list fixed by the configuration.
     pub fn fixed(names: &[String]) -> Self {
         let m = BackendModels::default();
-        m.set(
-            names
-                .iter()
-                .map(|n| ModelEntry {
-                    name: n.clone(),
-                    ollama: None,
-                })
-                .collect(),
-        );
+        m.set(names.iter().map(ModelEntry::named).collect());
         m
     }
 
@@ -121,10 +130,7 @@ mod tests {
         assert!(!same_model("llama3", "llama3:8b"));
         let m = BackendModels::default();
         assert_eq!(m.serves("x"), None);
-        m.set(vec![ModelEntry {
-            name: "llama3:latest".into(),
-            ollama: None,
-        }]);
+        m.set(vec![ModelEntry::named("llama3:latest")]);
         assert_eq!(m.serves("llama3"), Some(true));
         assert_eq!(m.serves("qwen"), Some(false));
     }
