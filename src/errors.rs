@@ -49,6 +49,11 @@ pub enum Refusal {
     NoRoute { path: String },
     #[error("the model '{model}' does not exist or is not served here")]
     ModelNotFound { model: String },
+    #[error(
+        "{path} changes the models of one server, and Switchyard would pick one at random: \
+         run it against each backend, or route it to a pool of one backend"
+    )]
+    PerBackendOperation { path: String },
     #[error("this request has already passed through this proxy: a backend leads back to it")]
     LoopDetected,
     #[error("the proxy has too many open connections; retry shortly")]
@@ -96,6 +101,7 @@ impl Refusal {
         match self {
             BadRequest | InvalidMethod(_) | InvalidHost | InvalidRequestLine | InvalidJson(_)
             | ModelRequired | InvalidModel(_) => 400,
+            PerBackendOperation { .. } => 403,
             NoRoute { .. } | ModelNotFound { .. } => 404,
             MethodNotAllowed(_) => 405,
             HeaderTimeout(_) | BodyTimeout => 408,
@@ -136,6 +142,7 @@ impl Refusal {
             InvalidModel(_) => "invalid_model",
             NoRoute { .. } => "no_route",
             ModelNotFound { .. } => "model_not_found",
+            PerBackendOperation { .. } => "per_backend_operation",
             LoopDetected => "loop_detected",
             TooManyConnections => "too_many_connections",
             NoHealthyBackend { .. } => "no_healthy_backend",

@@ -363,11 +363,142 @@ async fn consistent_hash_on_the_model_keeps_a_model_on_one_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_ps_merges_what_every_backend_has_loaded() {
+async fn api_ps_lists_each_loaded_model_once() {
     let (_m, proxy) = three_behind_proxy("").await;
     let loaded = listed(&client(), &proxy.url("/api/ps"), "models", "name").await;
-    // Each mock reports its first model as loaded.
-    assert_eq!(loaded, ["codestral", "llama3", "llama3"]);
+    // Each mock reports its first model as loaded: llama3 on A and B.
+    assert_eq!(loaded, ["codestral", "llama3"]);
+}
+
+/// The entry named `name` in the array `list` of the JSON at `url`.
+async fn entry(url: &str, list: &str, key: &str, name: &str) -> serde_json::Value {
+    let v = client().get(url).send().await.unwrap().json_value().await;
+    v[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e[key] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} not in {url}: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_lists_keep_what_the_backends_reported() {
+    let (m, proxy) = three_behind_proxy("  aliases: { coder: codestral }\n").await;
+    wait_models(&proxy, &["codestral", "coder", "llama3", "qwen"]).await;
+    let direct = |path: &str| format!("http://{}{path}", m[2].addr());
+
+    // /api/tags: sizes, digests, details as backend C listed them.
+    let ours = entry(&proxy.url("/api/tags"), "models", "name", "codestral").await;
+    let theirs = entry(&direct("/api/tags"), "models", "name", "codestral").await;
+    let digest = theirs["digest"].clone();
+    for field in ["size", "digest", "details"] {
+        assert_eq!(ours[field], theirs[field], "{field}: {ours} vs {theirs}");
+    }
+    assert_ne!(ours["size"], 0, "{ours}");
+    assert_ne!(ours["modified_at"], "1970-01-01T00:00:00Z", "{ours}");
+
+    // /v1/models and /v1/models/{id}: created and owned_by as C said.
+    let theirs = entry(&direct("/v1/models"), "data", "id", "codestral").await;
+    assert_ne!(theirs["created"], 0);
+    for ours in [
+        entry(&proxy.url("/v1/models"), "data", "id", "codestral").await,
+        client()
+            .get(proxy.url("/v1/models/codestral"))
+            .send()
+            .await
+            .unwrap()
+            .json_value()
+            .await,
+    ] {
+        assert_eq!(ours, theirs);
+    }
+
+    // An alias has its target's entries under its own name.
+    let alias = entry(&proxy.url("/api/tags"), "models", "name", "coder").await;
+    assert_eq!(alias["digest"], digest);
+    assert_eq!(alias["model"], "coder");
+    let alias = entry(&proxy.url("/v1/models"), "data", "id", "coder").await;
+    assert_eq!(alias["owned_by"], "C");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_show_and_anthropic_messages_are_routed_on_their_model() {
+    let (_m, proxy) = three_behind_proxy("").await;
+    wait_models(&proxy, &["codestral", "llama3", "qwen"]).await;
+    let client = client();
+    for (path, body) in [
+        ("/api/show", r#"{"name":"codestral"}"#),
+        ("/api/show", r#"{"model":"codestral","verbose":true}"#),
+        ("/api/show", r#"{"model":"","name":"codestral"}"#),
+        (
+            "/v1/messages",
+            r#"{"model":"codestral","max_tokens":8,"messages":[]}"#,
+        ),
+        (
+            "/v1/messages/count_tokens",
+            r#"{"model":"codestral","messages":[]}"#,
+        ),
+    ] {
+        for _ in 0..3 {
+            let resp = post_json(&client, &proxy.url(path), body).await;
+            assert_eq!(resp.headers()["x-mock-backend"], "C", "{path} {body}");
+        }
+    }
+    // Without a model, refused in the path's own error shape.
+    let resp = post_json(&client, &proxy.url("/api/show"), r#"{"verbose":true}"#).await;
+    assert_eq!(resp.status(), 400);
+    let v = resp.json_value().await;
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("model")),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_management_reaches_no_backend_chosen_at_random() {
+    let m = three().await;
+    let pool = backends_yaml(&[&m[0], &m[1]], &[]);
+    let single = backends_yaml(&[&m[2]], &[]);
+    let proxy = Proxy::start(|addr| {
+        format!(
+            "server:\n  listen: [\"{addr}\"]\n\
+             routes:\n  - {{ path_prefix: /api/pull, pool: one }}\n  - {{ path_prefix: /, pool: many }}\n\
+             pools:\n  many:\n    health_check: {{ type: none }}\n    backends:\n{pool}\
+             \x20 one:\n    health_check: {{ type: none }}\n    backends:\n{single}"
+        )
+    })
+    .await;
+    let client = client();
+    let before: Vec<u64> = m.iter().map(|b| b.stats().requests()).collect();
+    for (method, path) in [
+        ("POST", "/api/push"),
+        ("DELETE", "/api/delete"),
+        ("POST", "/api/copy"),
+        ("POST", "/api/create"),
+        ("HEAD", "/api/blobs/sha256:00"),
+        ("POST", "/api/blobs/sha256:00"),
+    ] {
+        let resp = client
+            .request(method.parse().unwrap(), proxy.url(path))
+            .body(r#"{"model":"llama3"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{method} {path}");
+        if method != "HEAD" {
+            let v = resp.json_value().await;
+            let e = v["error"].as_str().unwrap_or_default();
+            assert!(e.contains("each backend"), "{v}");
+        }
+    }
+    assert_eq!(
+        m.iter().map(|b| b.stats().requests()).collect::<Vec<_>>(),
+        before
+    );
+    // A route to a pool of one backend passes it on.
+    let resp = post_json(&client, &proxy.url("/api/pull"), r#"{"model":"x"}"#).await;
+    assert_eq!(resp.headers()["x-mock-backend"], "C");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,7 +653,7 @@ async fn concurrent_api_ps_calls_ask_each_backend_once() {
     let url = proxy.url("/api/ps");
     let calls = (0..10).map(|_| listed(&client, &url, "models", "name"));
     for loaded in futures_util::future::join_all(calls).await {
-        assert_eq!(loaded, ["codestral", "llama3", "llama3"]);
+        assert_eq!(loaded, ["codestral", "llama3"]);
     }
     // `/api/ps` is not among the mock's named paths: it counts as other.
     for backend in &m {

@@ -66,10 +66,28 @@ pub struct Found {
 /// checked to be one well-formed JSON object, so a malformed request is
 /// refused before any backend sees it.
 pub fn find_model(body: &[u8]) -> Result<Found, ScanError> {
+    find(body, &[MODEL])
+}
+
+/// [`find_model`] for Ollama's endpoints that also take the model as
+/// `name` (`/api/show`, `/api/pull`, `/api/delete`, ...): a non-empty
+/// `model` wins, else `name`, as Ollama reads them.
+pub fn find_model_or_name(body: &[u8]) -> Result<Found, ScanError> {
+    find(body, &[MODEL, NAME])
+}
+
+/// The key every JSON parser reads as the model.
+const MODEL: &[u8] = b"model";
+
+/// The key Ollama's model-management endpoints also read as the model.
+const NAME: &[u8] = b"name";
+
+fn find(body: &[u8], keys: &[&[u8]]) -> Result<Found, ScanError> {
     let mut s = Scanner { b: body, i: 0 };
-    let mut found = None;
-    // Keys a backend may read as `model`, whatever their value.
-    let mut model_keys = 0;
+    // Per key of `keys`: the string found under it, and how many top-level
+    // keys a backend may read as it, whatever their value.
+    let mut found: [Option<Found>; 2] = [None, None];
+    let mut seen = [0usize; 2];
     s.ws();
     s.expect(b'{', "a JSON object")?;
     s.ws();
@@ -80,33 +98,41 @@ pub fn find_model(body: &[u8]) -> Result<Found, ScanError> {
             s.ws();
             let key_start = s.i;
             let escaped = s.skip_string()?;
+            let raw = &body[key_start + 1..s.i - 1];
             // Most keys are told apart by their length alone; only a key
             // with escapes needs decoding.
-            let key = if escaped {
-                decoded_key_kind(&body[key_start + 1..s.i - 1])?
-            } else if s.i - key_start == MODEL.len() + 2 {
-                plain_key_kind(&body[key_start + 1..s.i - 1])
-            } else {
-                Key::Other
-            };
+            let key = keys.iter().enumerate().find_map(|(n, want)| {
+                let kind = if escaped {
+                    decoded_key_kind(raw, want)
+                } else if raw.len() == want.len() {
+                    Ok(plain_key_kind(raw, want))
+                } else {
+                    Ok(Key::Other)
+                };
+                match kind {
+                    Ok(Key::Other) => None,
+                    other => Some(other.map(|k| (n, k))),
+                }
+            });
+            let key = key.transpose()?;
             s.ws();
             s.expect(b':', "':' after a key")?;
             s.ws();
             let start = s.i;
             s.skip_value(0)?;
-            if key != Key::Other {
-                model_keys += 1;
-                if model_keys > 1 {
+            if let Some((n, kind)) = key {
+                seen[n] += 1;
+                if seen[n] > 1 {
                     return Err(ScanError::DuplicateModel);
                 }
-            }
-            if key == Key::Model && body[start] == b'"' {
-                let model = serde_json::from_slice::<String>(&body[start..s.i])
-                    .map_err(|_| ScanError::Malformed("an invalid model value"))?;
-                found = Some(Found {
-                    model,
-                    span: start..s.i,
-                });
+                if kind == Key::Exact && body[start] == b'"' {
+                    let model = serde_json::from_slice::<String>(&body[start..s.i])
+                        .map_err(|_| ScanError::Malformed("an invalid model value"))?;
+                    found[n] = Some(Found {
+                        model,
+                        span: start..s.i,
+                    });
+                }
             }
             s.ws();
             match s.next() {
@@ -120,41 +146,42 @@ pub fn find_model(body: &[u8]) -> Result<Found, ScanError> {
     if s.peek().is_some() {
         return Err(ScanError::Malformed("nothing after the object"));
     }
-    let found = found.ok_or(ScanError::Missing)?;
+    let [model, name] = found;
+    let found = match (model, name) {
+        (Some(model), _) if !model.model.is_empty() => model,
+        (model, name) => name.or(model).ok_or(ScanError::Missing)?,
+    };
     check_model_name(&found.model).map_err(ScanError::UnusableModel)?;
     Ok(found)
 }
 
-/// What a top-level key is to a backend.
+/// What a top-level key is to a backend, compared with a key it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
-    /// `model`, as every JSON parser reads it.
-    Model,
-    /// `model` in other letter case: Go's `encoding/json` reads it as
-    /// `model`, other parsers do not.
+    /// The key itself, as every JSON parser reads it.
+    Exact,
+    /// The key in other letter case: Go's `encoding/json` reads it as the
+    /// key, other parsers do not.
     OtherCase,
     Other,
 }
 
-/// The key every JSON parser reads as the model.
-const MODEL: &[u8; 5] = b"model";
-
-/// What a key without escapes, as long as `model`, is.
-fn plain_key_kind(raw: &[u8]) -> Key {
-    if raw == MODEL {
-        Key::Model
-    } else if raw.eq_ignore_ascii_case(MODEL) {
+/// What a key without escapes, as long as `want`, is.
+fn plain_key_kind(raw: &[u8], want: &[u8]) -> Key {
+    if raw == want {
+        Key::Exact
+    } else if raw.eq_ignore_ascii_case(want) {
         Key::OtherCase
     } else {
         Key::Other
     }
 }
 
-/// What a key with escapes is, decoded without allocating: a key is `model`
-/// when its UTF-16 code units are, and every unit of `model` is ASCII, so
+/// What a key with escapes is, decoded without allocating: a key is `want`
+/// when its UTF-16 code units are, and every unit of `want` is ASCII, so
 /// raw non-ASCII bytes and surrogates simply do not match.
 #[cold]
-fn decoded_key_kind(raw: &[u8]) -> Result<Key, ScanError> {
+fn decoded_key_kind(raw: &[u8], want: &[u8]) -> Result<Key, ScanError> {
     let (mut exact, mut folded, mut n) = (true, true, 0);
     let mut i = 0;
     while i < raw.len() {
@@ -184,18 +211,18 @@ fn decoded_key_kind(raw: &[u8]) -> Result<Key, ScanError> {
                 _ => return Err(ScanError::Malformed("a valid escape in a key")),
             }
         };
-        let want = MODEL.get(n).copied().map(u32::from);
+        let expected = want.get(n).copied().map(u32::from);
         let lower = if (0x41..=0x5a).contains(&unit) {
             unit + 0x20
         } else {
             unit
         };
-        exact &= want == Some(unit);
-        folded &= want == Some(lower);
+        exact &= expected == Some(unit);
+        folded &= expected == Some(lower);
         n += 1;
     }
-    Ok(match (n == MODEL.len(), exact, folded) {
-        (true, true, _) => Key::Model,
+    Ok(match (n == want.len(), exact, folded) {
+        (true, true, _) => Key::Exact,
         (true, false, true) => Key::OtherCase,
         _ => Key::Other,
     })
@@ -425,6 +452,29 @@ mod tests {
             model(r#"{"model":"a","options":{"model":"b","MODEL":"c"}}"#).unwrap(),
             "a"
         );
+    }
+
+    #[test]
+    fn ollama_management_endpoints_also_read_name() {
+        let either = |body: &str| find_model_or_name(body.as_bytes()).map(|f| f.model);
+        assert_eq!(either(r#"{"name":"llama3"}"#).unwrap(), "llama3");
+        assert_eq!(either(r#"{"model":"a","name":"b"}"#).unwrap(), "a");
+        assert_eq!(either(r#"{"name":"b","model":"a"}"#).unwrap(), "a");
+        // An empty model gives way to the name, as in Ollama.
+        assert_eq!(either(r#"{"model":"","name":"b"}"#).unwrap(), "b");
+        assert_eq!(either(r#"{"n\u0061me":"b"}"#).unwrap(), "b");
+        assert_eq!(either(r#"{"verbose":true}"#), Err(ScanError::Missing));
+        assert_eq!(
+            either(r#"{"name":"a","NAME":"b"}"#),
+            Err(ScanError::DuplicateModel)
+        );
+        // The span is the name's, so an alias is replaced where it stands.
+        let body = br#"{"name":"gpt-4o","verbose":false}"#;
+        let found = find_model_or_name(body).unwrap();
+        assert_eq!(&body[found.span], br#""gpt-4o""#);
+        // Elsewhere `name` is just a key.
+        assert_eq!(model(r#"{"name":"b"}"#), Err(ScanError::Missing));
+        assert_eq!(model(r#"{"name":"b","model":"a"}"#).unwrap(), "a");
     }
 
     #[test]

@@ -5,28 +5,9 @@ use super::replay::ReplaySession;
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 
-/// Paths whose POST body names a model, which Switchyard reads to route.
-/// Other requests stream through unread.
-const MODEL_PATHS: [&str; 9] = [
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-    "/api/chat",
-    "/api/generate",
-    "/api/embed",
-    "/api/embeddings",
-    "/api/show",
-];
-
 /// The most reserved for a body before its bytes arrive: a typical chat
 /// request fits, and a larger one grows its buffer as it is read.
 const INITIAL_CAPACITY: usize = 64 << 10;
-
-/// Whether this request must name a model in its body.
-pub fn names_a_model(method: &http::Method, path: &str) -> bool {
-    method == http::Method::POST && MODEL_PATHS.contains(&path.trim_end_matches('/'))
-}
 
 /// Why the body could not be read.
 #[derive(Debug)]

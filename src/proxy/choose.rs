@@ -4,6 +4,7 @@
 use super::attempt::Attempt;
 use super::body::{read_all, BodyError};
 use super::ctx::RequestCtx;
+use super::endpoints::ModelKeys;
 use crate::balance::pool::{Pick, Pool, Upstream};
 use crate::balance::queue::QueueError;
 use crate::errors::{send_json, Refusal};
@@ -49,6 +50,7 @@ pub(super) async fn read_model(
     session: &mut Session,
     ctx: &mut RequestCtx,
     snapshot: &Snapshot,
+    keys: ModelKeys,
 ) -> Result<Result<(), Refusal>> {
     let body = match read_all(session, snapshot.config.server.max_request_body).await {
         Ok(body) => body,
@@ -59,7 +61,11 @@ pub(super) async fn read_model(
         }
         Err(BodyError::Client(e)) => return Err(e),
     };
-    let found = match scan::find_model(&body) {
+    let scanned = match keys {
+        ModelKeys::Model => scan::find_model(&body),
+        ModelKeys::ModelOrName => scan::find_model_or_name(&body),
+    };
+    let found = match scanned {
         Ok(found) => found,
         Err(scan::ScanError::Missing) => return Ok(Err(Refusal::ModelRequired)),
         Err(scan::ScanError::Malformed(what)) => {

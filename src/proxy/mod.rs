@@ -9,6 +9,7 @@
 //! - [`attempt`]: one attempt at one backend, and what its events mean.
 //! - [`body`]: reading a body whole to route on its model.
 //! - [`ctx`]: what one request carries from hook to hook.
+//! - [`endpoints`]: what is done with each API path.
 //! - [`mod@choose`]: the request's model, the backend for each attempt, and the
 //!   model lists Switchyard answers itself.
 //! - [`failure`]: what the client gets when something fails.
@@ -23,6 +24,7 @@ mod attempt;
 mod body;
 mod choose;
 mod ctx;
+mod endpoints;
 mod failure;
 mod framing;
 mod headers;
@@ -40,13 +42,13 @@ use crate::edge;
 use crate::errors::Refusal;
 use crate::lifecycle::drain::Requests;
 use crate::metrics::Metrics;
-use crate::models::lists::{ListCache, ListKind};
+use crate::models::lists::ListCache;
 use crate::state::SharedState;
 use async_trait::async_trait;
 use attempt::Verdict;
-use body::names_a_model;
 use bytes::Bytes;
 use choose::{answer_list, choose, read_model};
+use endpoints::Endpoint;
 use failure::refusal_for;
 use headers::hop_by_hop;
 use log::{debug, warn};
@@ -134,27 +136,34 @@ impl ProxyHttp for Switchyard {
             refuse(session, &refusal).await?;
             return Ok(true);
         }
-        let method = session.req_header().method.clone();
-        let path = session.req_header().uri.path().to_string();
-        if let Some(kind) = ListKind::of(&method, &path) {
-            answer_list(session, &snapshot, &self.lists, kind).await?;
-            return Ok(true);
-        }
-        if names_a_model(&method, &path) {
-            if let Err(refusal) = read_model(session, ctx, &snapshot).await? {
-                refuse(session, &refusal).await?;
+        let header = session.req_header();
+        let endpoint = Endpoint::of(&header.method, header.uri.path());
+        match endpoint {
+            Endpoint::List(kind) => {
+                answer_list(session, &snapshot, &self.lists, kind).await?;
                 return Ok(true);
             }
+            Endpoint::Model(keys) => {
+                if let Err(refusal) = read_model(session, ctx, &snapshot, keys).await? {
+                    refuse(session, &refusal).await?;
+                    return Ok(true);
+                }
+            }
+            Endpoint::Management | Endpoint::Pass => {}
         }
         ctx.max_body = max_body;
+        let path = session.req_header().uri.path().to_string();
         let Some(index) = snapshot
             .router
             .route(session.req_header(), ctx.model.as_deref())
         else {
-            let path = session.req_header().uri.path().to_string();
             Refusal::NoRoute { path }.send(session).await?;
             return Ok(true);
         };
+        if endpoint == Endpoint::Management && snapshot.pools[index].upstreams().len() > 1 {
+            refuse(session, &Refusal::PerBackendOperation { path }).await?;
+            return Ok(true);
+        }
         ctx.pool = Some(index);
         ctx.snapshot = Some(snapshot);
         Ok(false)
