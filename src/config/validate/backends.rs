@@ -56,6 +56,9 @@ pub(super) fn backends(
     raw: Vec<RawBackend>,
     listen: &[SocketAddr],
 ) -> Vec<BackendSpec> {
+    errors.mistyped(&format!("{at}.backends"), || {
+        "a list of backends, each a mapping with a url".into()
+    });
     if raw.is_empty() {
         errors.push(format!("{at}.backends"), "at least one backend is required");
         return Vec::new();
@@ -90,11 +93,18 @@ pub(super) fn backends(
                 BackendKind::Auto
             }
         };
+        errors.mistyped(&format!("{path}.models"), || "a list of strings".into());
         if let Some(models) = &b.models {
             if models.iter().any(|m| m.trim().is_empty()) {
                 errors.push(format!("{path}.models"), "a model name is empty");
             }
         }
+        errors.mistyped(&format!("{path}.priority"), || {
+            format!("a whole number from 0 to {}", u32::MAX)
+        });
+        errors.mistyped(&format!("{path}.max_in_flight"), || {
+            "a whole number, at least 1".into()
+        });
         let max_in_flight = match b.max_in_flight {
             Some(0) => {
                 errors.push(format!("{path}.max_in_flight"), "0 must be at least 1");
