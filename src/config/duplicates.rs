@@ -10,6 +10,9 @@
 //! each duplicate as the ordinal of its key in the document, and one more
 //! walk per line wanted stops with an error at that key and reads the line
 //! back from it. That is only done for files that have duplicates.
+//!
+//! The same walk finds the line of a key path ([`line_of_key`]) for the
+//! values of the wrong type that [`super::mistyped`] reports.
 
 use super::ConfigError;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -51,14 +54,21 @@ pub fn find(text: &str) -> Vec<ConfigError> {
 
 /// The line of the `ordinal`th key of the document.
 fn line_of(text: &str, ordinal: usize) -> Option<usize> {
-    let walk = Walk {
-        stop_at: Some(ordinal),
+    Walk {
+        stop_at: Stop::Ordinal(ordinal),
         ..Walk::default()
-    };
-    match walk.run(text) {
-        Err(e) if e.to_string().contains(STOP) => e.location().map(|l| l.line()),
-        _ => None,
     }
+    .line(text)
+}
+
+/// The line of the key at `path` (`pools.chat.backends[1].url`), or of the
+/// item at a path that ends in an index (`server.listen[1]`).
+pub(super) fn line_of_key(text: &str, path: &str) -> Option<usize> {
+    Walk {
+        stop_at: Stop::Path(path.to_string()),
+        ..Walk::default()
+    }
+    .line(text)
 }
 
 /// The message of the error that stops a locating walk.
@@ -71,14 +81,36 @@ struct Duplicate {
     again: usize,
 }
 
+/// The path of `key` in the mapping at `parent`.
+fn child(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Where a locating walk fails, so that serde_yaml marks the line.
+#[derive(Default)]
+enum Stop {
+    #[default]
+    Nowhere,
+    /// At the key with this ordinal.
+    Ordinal(usize),
+    /// At the key, or the list item, with this path.
+    Path(String),
+}
+
 /// One walk over the document.
 #[derive(Default)]
 struct Walk {
     /// Keys read so far: the next key's ordinal.
     keys: Cell<usize>,
     found: RefCell<Vec<Duplicate>>,
-    /// Fail at the key with this ordinal, so that serde_yaml marks its line.
-    stop_at: Option<usize>,
+    stop_at: Stop,
+    /// Set on reaching `stop_at`: an error after this is the stop, wherever
+    /// serde_yaml raised it.
+    stopped: Cell<bool>,
 }
 
 impl Walk {
@@ -88,6 +120,28 @@ impl Walk {
             path: String::new(),
         }
         .deserialize(serde_yaml::Deserializer::from_str(text))
+    }
+
+    /// The line `stop_at` is on.
+    fn line(&self, text: &str) -> Option<usize> {
+        match self.run(text) {
+            Err(e) if self.stopped.get() => e.location().map(|l| l.line()),
+            _ => None,
+        }
+    }
+
+    /// Whether the walk is to stop at the node at `path`, or at the key
+    /// with `ordinal`; if so, it is stopping.
+    fn stops_at(&self, path: &str, ordinal: Option<usize>) -> bool {
+        let stop = match &self.stop_at {
+            Stop::Nowhere => false,
+            Stop::Ordinal(n) => ordinal == Some(*n),
+            Stop::Path(p) => p == path,
+        };
+        if stop {
+            self.stopped.set(true);
+        }
+        stop
     }
 }
 
@@ -101,6 +155,9 @@ impl<'de> DeserializeSeed<'de> for Node<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.walk.stops_at(&self.path, None) {
+            return deserializer.deserialize_str(Here);
+        }
         deserializer.deserialize_any(self)
     }
 }
@@ -114,12 +171,11 @@ impl<'de> Visitor<'de> for Node<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen: HashMap<String, usize> = HashMap::new();
-        while let Some((key, ordinal)) = map.next_key_seed(Key { walk: self.walk })? {
-            let path = if self.path.is_empty() {
-                key.clone()
-            } else {
-                format!("{}.{key}", self.path)
-            };
+        while let Some((key, ordinal)) = map.next_key_seed(Key {
+            walk: self.walk,
+            parent: &self.path,
+        })? {
+            let path = child(&self.path, &key);
             if let Some(&first) = seen.get(&key) {
                 self.walk.found.borrow_mut().push(Duplicate {
                     path: path.clone(),
@@ -183,6 +239,8 @@ impl<'de> Visitor<'de> for Node<'_> {
 /// with its ordinal in the document.
 struct Key<'w> {
     walk: &'w Walk,
+    /// The path of the mapping the key is in.
+    parent: &'w str,
 }
 
 impl<'de> DeserializeSeed<'de> for Key<'_> {
@@ -203,9 +261,26 @@ impl<'de> Visitor<'de> for Key<'_> {
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
         let ordinal = self.walk.keys.get();
         self.walk.keys.set(ordinal + 1);
-        if self.walk.stop_at == Some(ordinal) {
+        if self.walk.stops_at(&child(self.parent, key), Some(ordinal)) {
             return Err(E::custom(STOP));
         }
         Ok((key.to_string(), ordinal))
+    }
+}
+
+/// The node a locating walk stops at, read as a string: that fails on any
+/// node, a scalar here and anything else in serde_yaml, and either error is
+/// marked with the node's line.
+struct Here;
+
+impl<'de> Visitor<'de> for Here {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the node to locate")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(STOP))
     }
 }

@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`raw`]: the file format, serde structs that mirror the YAML.
 //! - [`duplicates`]: keys given twice, found before the raw structs are filled.
+//! - [`mistyped`]: values of the wrong YAML type, collected while the raw
+//!   structs are filled, each with its key path and line.
 //! - [`validate`]: checks every value against its range and applies
 //!   defaults, collecting all errors; one module per section of the file.
 //! - [`model`]: the checked types the rest of Switchyard uses.
@@ -14,6 +16,7 @@
 //! ([`Config::load`]) so tests need no files.
 
 pub mod duplicates;
+pub mod mistyped;
 pub mod model;
 mod paths;
 pub mod raw;
@@ -87,24 +90,16 @@ impl Config {
         if !duplicates.is_empty() {
             return Err(ConfigErrors(duplicates));
         }
-        let mut unknown = Vec::new();
-        let deserializer = serde_yaml::Deserializer::from_str(text);
-        // `Option` so that an empty file is an empty config, not a type error.
-        let raw: raw::RawConfig =
-            match serde_ignored::deserialize::<_, _, Option<raw::RawConfig>>(deserializer, |path| {
-                unknown.push(key_path(&path))
-            }) {
-                Ok(raw) => raw.unwrap_or_default(),
-                Err(e) => return Err(ConfigErrors::one("", yaml_error(&e))),
-            };
-        let unknown: Vec<ConfigError> = unknown
+        let read = mistyped::read(text)?;
+        let unknown: Vec<ConfigError> = read
+            .unknown
             .into_iter()
             .map(|path| ConfigError {
                 path,
                 message: "unknown key".into(),
             })
             .collect();
-        match validate::validate(raw) {
+        match validate::validate(read.raw, read.mistyped) {
             Ok(config) if unknown.is_empty() => Ok(config),
             Ok(_) => Err(ConfigErrors(unknown)),
             Err(ConfigErrors(mut errors)) => {
@@ -113,46 +108,6 @@ impl Config {
                 Err(ConfigErrors(all))
             }
         }
-    }
-}
-
-/// serde_yaml already prefixes type errors with their path
-/// (`server.threads: invalid type: ...`); only tidy the wording.
-fn yaml_error(e: &serde_yaml::Error) -> String {
-    // Our raw struct names mean nothing to the reader of the file.
-    let text = e.to_string();
-    let text = match text.find("expected struct Raw") {
-        Some(at) => {
-            let end = text[at + 16..]
-                .find(|c: char| !c.is_alphanumeric())
-                .map_or(text.len(), |n| at + 16 + n);
-            format!("{}expected a mapping{}", &text[..at], &text[end..])
-        }
-        None => text,
-    };
-    match text.split_once(": ") {
-        Some((path, rest)) if !path.contains(' ') && path != "." => format!("{path}: {rest}"),
-        _ => format!("YAML: {text}"),
-    }
-}
-
-/// Renders a `serde_ignored` path as `pools.chat.backends[1].wieght`.
-fn key_path(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
-        Path::Map { parent, key } => {
-            let parent = key_path(parent);
-            if parent.is_empty() {
-                key.clone()
-            } else {
-                format!("{parent}.{key}")
-            }
-        }
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
 

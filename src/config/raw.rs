@@ -3,9 +3,10 @@
 //! Nothing here is checked beyond YAML types. Every field is optional so that
 //! `validate` can name a missing key itself and apply the documented defaults
 //! in one place. Unknown keys are not rejected by serde but collected by
-//! `serde_ignored` in [`super::Config::from_yaml`], so that every one of them
-//! is reported, not only the first; duplicate keys are found before these
-//! structs are filled ([`super::duplicates`]).
+//! `serde_ignored`, and values of the wrong type are taken out and collected
+//! ([`super::mistyped`]), so that every one of them is reported, not only the
+//! first; duplicate keys are found before these structs are filled
+//! ([`super::duplicates`]).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

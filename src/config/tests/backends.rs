@@ -136,3 +136,20 @@ fn another_host_or_port_is_not_our_listener() {
         assert!(looped(listen, backend).is_ok(), "{listen} {backend}");
     }
 }
+
+#[test]
+fn every_key_of_a_backend_is_checked_even_with_a_bad_url() {
+    let all = errors(
+        "pools:\n  a:\n    backends:\n      \
+         - { url: \"htp://x\", weight: 5000, type: grpc, max_in_flight: 0 }\n",
+    );
+    assert_eq!(
+        all,
+        vec![
+            "pools.a.backends[0].weight: 5000 is more than the maximum 1000",
+            r#"pools.a.backends[0].type: "grpc" is not one of openai, ollama, auto"#,
+            "pools.a.backends[0].max_in_flight: 0 must be at least 1",
+            r#"pools.a.backends[0].url: "htp://x" is not an http URL (only http:// backends are supported)"#,
+        ]
+    );
+}

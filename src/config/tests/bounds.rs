@@ -13,7 +13,7 @@ pub(super) fn set(path: &str, value: &str) -> String {
 }
 
 /// [`set`] on another file.
-fn set_in(yaml: &str, path: &str, value: &str) -> String {
+pub(super) fn set_in(yaml: &str, path: &str, value: &str) -> String {
     let mut doc: Value = serde_yaml::from_str(yaml).unwrap();
     let mut at = &mut doc;
     for segment in path.split('.') {

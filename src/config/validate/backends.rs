@@ -56,6 +56,9 @@ pub(super) fn backends(
     raw: Vec<RawBackend>,
     listen: &[SocketAddr],
 ) -> Vec<BackendSpec> {
+    errors.mistyped(&format!("{at}.backends"), || {
+        "a list of backends, each a mapping with a url".into()
+    });
     if raw.is_empty() {
         errors.push(format!("{at}.backends"), "at least one backend is required");
         return Vec::new();
@@ -76,6 +79,39 @@ pub(super) fn backends(
     let mut out = Vec::new();
     for (i, b) in raw.into_iter().enumerate() {
         let path = format!("{at}.backends[{i}]");
+        // Every key is checked before the URL, whose errors skip the rest.
+        let weight = errors.count(&format!("{path}.weight"), b.weight, DEFAULT_WEIGHT, &WEIGHT);
+        let kind = match b.kind.as_deref() {
+            None | Some("auto") => BackendKind::Auto,
+            Some("openai") => BackendKind::OpenAi,
+            Some("ollama") => BackendKind::Ollama,
+            Some(other) => {
+                errors.push(
+                    format!("{path}.type"),
+                    format!("{other:?} is not one of openai, ollama, auto"),
+                );
+                BackendKind::Auto
+            }
+        };
+        errors.mistyped(&format!("{path}.models"), || "a list of strings".into());
+        if let Some(models) = &b.models {
+            if models.iter().any(|m| m.trim().is_empty()) {
+                errors.push(format!("{path}.models"), "a model name is empty");
+            }
+        }
+        errors.mistyped(&format!("{path}.priority"), || {
+            format!("a whole number from 0 to {}", u32::MAX)
+        });
+        errors.mistyped(&format!("{path}.max_in_flight"), || {
+            "a whole number, at least 1".into()
+        });
+        let max_in_flight = match b.max_in_flight {
+            Some(0) => {
+                errors.push(format!("{path}.max_in_flight"), "0 must be at least 1");
+                None
+            }
+            other => other,
+        };
         let Some(url) = b.url else {
             errors.push(format!("{path}.url"), "is required");
             continue;
@@ -99,24 +135,6 @@ pub(super) fn backends(
                 ),
             );
         }
-        let weight = errors.count(&format!("{path}.weight"), b.weight, DEFAULT_WEIGHT, &WEIGHT);
-        let kind = match b.kind.as_deref() {
-            None | Some("auto") => BackendKind::Auto,
-            Some("openai") => BackendKind::OpenAi,
-            Some("ollama") => BackendKind::Ollama,
-            Some(other) => {
-                errors.push(
-                    format!("{path}.type"),
-                    format!("{other:?} is not one of openai, ollama, auto"),
-                );
-                BackendKind::Auto
-            }
-        };
-        if let Some(models) = &b.models {
-            if models.iter().any(|m| m.trim().is_empty()) {
-                errors.push(format!("{path}.models"), "a model name is empty");
-            }
-        }
         let name = b.name.unwrap_or(authority);
         if !names.insert(name.clone()) {
             errors.push(
@@ -132,13 +150,7 @@ pub(super) fn backends(
             kind,
             models: b.models,
             priority: b.priority.unwrap_or(0),
-            max_in_flight: match b.max_in_flight {
-                Some(0) => {
-                    errors.push(format!("{path}.max_in_flight"), "0 must be at least 1");
-                    None
-                }
-                other => other,
-            },
+            max_in_flight,
         });
     }
     if !out.is_empty() && out.iter().all(|b| b.weight == 0) {

@@ -3,6 +3,8 @@
 //! Validation never stops at the first problem: each check pushes an error
 //! naming its key path and the offending value, and carries on with a
 //! placeholder, so `switchyard -t` lists everything wrong with a file at once.
+//! A value of the wrong YAML type ([`super::mistyped`]) is reported here too,
+//! saying what its key takes with the same range the check of its value uses.
 //!
 //! Every number and duration has a range, and its error says the bound
 //! (`pools.chat.health_check.interval: "500000000000y" is more than the
@@ -21,6 +23,7 @@ pub mod pools;
 pub mod routes;
 pub mod server;
 
+use super::mistyped::Mistyped;
 use super::model::*;
 use super::raw::*;
 use super::{ConfigError, ConfigErrors};
@@ -30,14 +33,42 @@ use std::time::Duration;
 
 /// Collects errors while validating.
 #[derive(Default)]
-struct Errors(Vec<ConfigError>);
+struct Errors {
+    /// In the order found.
+    list: Vec<ConfigError>,
+    /// Values of the wrong type, already taken out of the raw structs: each
+    /// is reported once, saying what its key takes, and nothing else is
+    /// said about its key (it is not also missing, or empty).
+    mistyped: Vec<Mistyped>,
+}
 
 impl Errors {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
+        let path = path.into();
+        if self.mistyped.iter().any(|m| m.covers(&path)) {
+            return;
+        }
+        self.list.push(ConfigError {
+            path,
             message: message.into(),
         });
+    }
+
+    /// Whether the value at `path` was of the wrong type.
+    fn is_mistyped(&self, path: &str) -> bool {
+        self.mistyped.iter().any(|m| m.path == path)
+    }
+
+    /// Whether the value at `path` was of the wrong type; if so, its error
+    /// says the key takes `takes` (`a whole number from 0 to 1000`).
+    fn mistyped(&mut self, path: &str, takes: impl FnOnce() -> String) -> bool {
+        match self.mistyped.iter_mut().find(|m| m.path == path) {
+            Some(m) => {
+                m.takes = takes();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Checks `value` against `range`; `shown` is how the value was written
@@ -71,8 +102,14 @@ impl Errors {
         default: Duration,
         range: &RangeInclusive<Duration>,
     ) -> Duration {
-        let Some(text) = value else { return default };
         let show = |d: Duration| humantime::format_duration(d).to_string();
+        let Some(text) = value else {
+            self.mistyped(path, || {
+                let (min, max) = (show(*range.start()), show(*range.end()));
+                format!("a duration from {min} to {max}, such as {}", show(default))
+            });
+            return default;
+        };
         match humantime::parse_duration(text.trim()) {
             Ok(d) if self.within(path, d, format_args!("{text:?}"), range, show) => d,
             Ok(_) => default,
@@ -101,7 +138,13 @@ impl Errors {
         range: &RangeInclusive<usize>,
     ) -> usize {
         match value {
-            None => default,
+            None => {
+                self.mistyped(path, || {
+                    let (min, max) = (range.start(), range.end());
+                    format!("a whole number from {min} to {max}")
+                });
+                default
+            }
             Some(n) if self.within(path, n, n, range, |b| b.to_string()) => n,
             Some(_) => default,
         }
@@ -115,7 +158,13 @@ impl Errors {
         default: usize,
         range: &RangeInclusive<usize>,
     ) -> usize {
-        let Some(text) = value else { return default };
+        let Some(text) = value else {
+            self.mistyped(path, || {
+                let (min, max) = (show_size(*range.start()), show_size(*range.end()));
+                format!("a size from {min} to {max}, such as {}", show_size(default))
+            });
+            return default;
+        };
         let Some(n) = parse_size(text) else {
             self.push(
                 path,
@@ -169,11 +218,16 @@ fn show_size(bytes: usize) -> String {
     bytes.to_string()
 }
 
-/// Validates a parsed file.
-pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
-    let mut errors = Errors::default();
+/// Validates a parsed file, whose values of the wrong type were taken out
+/// and are in `mistyped`.
+pub fn validate(raw: RawConfig, mistyped: Vec<Mistyped>) -> Result<Config, ConfigErrors> {
+    let mut errors = Errors {
+        list: Vec::new(),
+        mistyped,
+    };
     let server = server::server(&mut errors, raw.server.unwrap_or_default());
 
+    errors.mistyped("pools", || "a mapping of pool names to pools".into());
     let raw_pools = raw.pools.unwrap_or_default();
     if raw_pools.is_empty() {
         errors.push("pools", "at least one pool is required");
@@ -197,7 +251,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
 
     let models = models::models(&mut errors, raw.models.unwrap_or_default());
 
-    if errors.0.is_empty() {
+    if errors.list.is_empty() && errors.mistyped.is_empty() {
         Ok(Config {
             server,
             pools,
@@ -205,6 +259,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             models,
         })
     } else {
-        Err(ConfigErrors(errors.0))
+        let mut all: Vec<ConfigError> = errors.mistyped.iter().map(Mistyped::error).collect();
+        all.append(&mut errors.list);
+        Err(ConfigErrors(all))
     }
 }

@@ -34,6 +34,9 @@ pub(super) fn models(errors: &mut Errors, raw: RawModels) -> ModelsSpec {
     }
     let fallbacks = raw.fallbacks.unwrap_or_default();
     for (model, list) in &fallbacks {
+        errors.mistyped(&format!("models.fallbacks.{model}"), || {
+            "a list of strings".into()
+        });
         if list.is_empty() {
             errors.push(
                 format!("models.fallbacks.{model}"),

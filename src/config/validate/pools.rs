@@ -102,6 +102,9 @@ pub const QUEUE_MAX: RangeInclusive<usize> = 0..=100_000;
 pub const QUEUE_TIMEOUT: RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(3600);
 
+/// What `health_check.expect_status` may be: the codes HTTP defines.
+pub const HTTP_STATUS: RangeInclusive<u16> = 100..=599;
+
 pub(super) fn pool(
     errors: &mut Errors,
     name: String,
@@ -277,6 +280,10 @@ fn hash_key(errors: &mut Errors, at: &str, key: &str) -> HashKey {
 
 fn health(errors: &mut Errors, at: &str, raw: RawHealthCheck) -> HealthSpec {
     let at = format!("{at}.health_check");
+    errors.mistyped(&format!("{at}.expect_status"), || {
+        let (min, max) = (HTTP_STATUS.start(), HTTP_STATUS.end());
+        format!("an HTTP status from {min} to {max}")
+    });
     let kind = match raw.kind.as_deref().unwrap_or("tcp") {
         "tcp" => HealthKind::Tcp,
         "none" => HealthKind::None,
@@ -289,7 +296,7 @@ fn health(errors: &mut Errors, at: &str, raw: RawHealthCheck) -> HealthSpec {
                 );
             }
             if let Some(code) = raw.expect_status {
-                if !(100..=599).contains(&code) {
+                if !HTTP_STATUS.contains(&code) {
                     errors.push(
                         format!("{at}.expect_status"),
                         format!("{code} is not an HTTP status"),

@@ -20,9 +20,10 @@ pub(super) fn route(
     pools: &[PoolSpec],
 ) -> Option<RouteSpec> {
     let at = format!("routes[{i}]");
-    let before = errors.0.len();
+    let before = errors.list.len();
     let pool = match raw.pool {
-        Some(p) if pools.iter().any(|x| x.name == p) => p,
+        // With `pools` of the wrong type, no pool is known.
+        Some(p) if pools.iter().any(|x| x.name == p) || errors.is_mistyped("pools") => p,
         Some(p) => {
             errors.push(
                 format!("{at}.pool"),
@@ -71,7 +72,7 @@ pub(super) fn route(
         Some(glob) => glob,
     };
     // A route with an error is left out: every condition was still checked.
-    (errors.0.len() == before).then_some(RouteSpec {
+    (errors.list.len() == before).then_some(RouteSpec {
         path_prefix,
         header,
         model,

@@ -163,6 +163,9 @@ pub(super) fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
 }
 
 fn listen(errors: &mut Errors, raw: Option<Vec<String>>) -> Vec<SocketAddr> {
+    errors.mistyped("server.listen", || {
+        format!("a list of strings such as [\"{DEFAULT_LISTEN}\"]")
+    });
     let raw = raw.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]);
     if raw.is_empty() {
         errors.push("server.listen", "at least one address is required");
