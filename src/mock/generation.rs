@@ -2,8 +2,9 @@
 //! and the fake tokens it produces.
 //!
 //! The dialects ([`openai`](super::openai), [`ollama`](super::ollama)) only
-//! encode; this module decides what the text is, so a streamed and a
-//! non-streamed answer to the same request carry the same tokens.
+//! encode; this module decides what the text is (and what an embedding
+//! is), so a streamed and a non-streamed answer to the same request carry
+//! the same tokens.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,6 +41,16 @@ impl Api {
             Api::OllamaChat | Api::OllamaGenerate => "application/x-ndjson",
         }
     }
+
+    /// How the API's response ids begin.
+    pub(crate) fn id_prefix(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "chatcmpl-",
+            Api::Completions => "cmpl-",
+            // Ollama's answers carry no id; this one is never sent.
+            Api::OllamaChat | Api::OllamaGenerate => "",
+        }
+    }
 }
 
 /// Everything needed to encode one completion, streamed or not.
@@ -50,7 +61,8 @@ pub(crate) struct Generation {
     pub(crate) backend: Arc<str>,
     /// The model asked for, or the backend's first model if none was named.
     pub(crate) model: String,
-    /// Response id, unique per backend (`chatcmpl-<backend>-<n>`).
+    /// Response id, unique per backend: the API's prefix, the backend's
+    /// name and a counter (`chatcmpl-gpu-1-7`).
     pub(crate) id: String,
     /// Unix seconds, as OpenAI's `created`.
     pub(crate) created: u64,
@@ -117,8 +129,12 @@ impl Generation {
 
 /// Seconds since the Unix epoch; 0 if the clock is before it.
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix_secs(SystemTime::now())
+}
+
+/// Seconds from the Unix epoch to `t`; 0 if `t` is before it.
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs()
 }
@@ -130,22 +146,50 @@ pub fn unix_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Counts the words of the prompt: `messages[].content` for chat, `prompt`
-/// for completions (a string or an array of strings).
+/// Counts the words of the prompt, wherever the request's API puts it:
+/// `messages[].content` (chat), `prompt` (completions, Ollama generate)
+/// and `input` (embeddings). Each may be a string, or an array of strings
+/// or of content parts whose text is under `text` or `content`.
 pub(crate) fn prompt_tokens(body: &Value) -> usize {
-    let words = |v: &Value| v.as_str().map_or(0, |s| s.split_whitespace().count());
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map_or(0, |ms| {
-            ms.iter().filter_map(|m| m.get("content")).map(words).sum()
-        });
-    let prompt = match body.get("prompt") {
-        Some(Value::Array(parts)) => parts.iter().map(words).sum(),
-        Some(p) => words(p),
-        None => 0,
-    };
-    messages + prompt
+    ["messages", "prompt", "input"]
+        .iter()
+        .filter_map(|k| body.get(k))
+        .map(words)
+        .sum()
+}
+
+/// Whitespace-separated words in a string, an array, or a content part.
+fn words(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.split_whitespace().count(),
+        Value::Array(items) => items.iter().map(words).sum(),
+        Value::Object(part) => ["text", "content"]
+            .iter()
+            .filter_map(|k| part.get(*k))
+            .map(words)
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Length of each fake embedding vector: enough to look like a vector.
+const EMBEDDING_DIMS: usize = 4;
+
+/// The fake embedding of the `i`th input: small, deterministic, and
+/// different for neighbouring inputs.
+pub(crate) fn embedding(i: usize) -> Vec<f64> {
+    (0..EMBEDDING_DIMS)
+        .map(|d| ((i * EMBEDDING_DIMS + d) % 10) as f64 / 10.0)
+        .collect()
+}
+
+/// How many inputs an embeddings request has: the length of an `input`
+/// array, else one.
+pub(crate) fn embedding_inputs(body: &Value) -> usize {
+    match body.get("input") {
+        Some(Value::Array(items)) => items.len(),
+        _ => 1,
+    }
 }
 
 fn sse(event: &Value) -> Bytes {
@@ -168,5 +212,10 @@ mod tests {
         assert_eq!(prompt_tokens(&chat), 3);
         assert_eq!(prompt_tokens(&json!({"prompt": ["a b", "c"]})), 3);
         assert_eq!(prompt_tokens(&json!({"prompt": 7})), 0);
+        let parts = json!({
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi you"}]}],
+        });
+        assert_eq!(prompt_tokens(&parts), 2);
+        assert_eq!(prompt_tokens(&json!({"input": ["one two", "three"]})), 3);
     }
 }

@@ -454,3 +454,172 @@ async fn dropping_the_server_stops_it() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+#[tokio::test]
+async fn ollama_show_version_and_embeddings() {
+    let mock = start(quick("olla").models(["llama3.1:8b", "nomic-embed-text"])).await;
+    let mut c = Client::connect(mock.addr()).await;
+    for key in ["model", "name"] {
+        let (head, show) = c
+            .json("POST", "/api/show", Some(json!({key: "llama3.1:8b"})))
+            .await;
+        assert_eq!(head.status, 200, "{key}");
+        assert_eq!(show["details"]["family"], "llama");
+        assert_eq!(show["details"]["parameter_size"], "8.0B");
+        assert_eq!(show["details"]["quantization_level"], "Q4_K_M");
+        assert_eq!(show["model_info"]["general.architecture"], "llama");
+        assert_eq!(show["model_info"]["llama.context_length"], 131_072);
+        assert_eq!(show["capabilities"], json!(["completion", "tools"]));
+        assert!(show["modelfile"]
+            .as_str()
+            .is_some_and(|m| m.contains("FROM")));
+        assert!(show["modified_at"].is_string());
+    }
+    let (_, show) = c
+        .json(
+            "POST",
+            "/api/show",
+            Some(json!({"model": "nomic-embed-text:latest"})),
+        )
+        .await;
+    assert_eq!(show["capabilities"], json!(["embedding"]));
+    let (head, err) = c.json("POST", "/api/show", Some(json!({}))).await;
+    assert_eq!(
+        (head.status, &err["error"]),
+        (400, &json!("model is required"))
+    );
+    let (head, err) = c
+        .json("POST", "/api/show", Some(json!({"model": "gpt-9"})))
+        .await;
+    assert_eq!(
+        (head.status, &err["error"]),
+        (404, &json!("model 'gpt-9' not found"))
+    );
+
+    let (head, version) = c.json("GET", "/api/version", None).await;
+    assert_eq!(head.status, 200);
+    assert!(version["version"]
+        .as_str()
+        .is_some_and(|v| v.split('.').count() == 3));
+
+    let (_, one) = c
+        .json(
+            "POST",
+            "/api/embed",
+            Some(json!({"model": "nomic-embed-text", "input": "a b c"})),
+        )
+        .await;
+    assert_eq!(one["model"], "nomic-embed-text");
+    assert_eq!(one["embeddings"].as_array().map(Vec::len), Some(1));
+    assert_eq!(one["prompt_eval_count"], 3);
+    let (_, two) = c
+        .json(
+            "POST",
+            "/api/embed",
+            Some(json!({"model": "nomic-embed-text", "input": ["a", "b"]})),
+        )
+        .await;
+    assert_eq!(two["embeddings"].as_array().map(Vec::len), Some(2));
+    assert_ne!(two["embeddings"][0], two["embeddings"][1]);
+    let (_, legacy) = c
+        .json(
+            "POST",
+            "/api/embeddings",
+            Some(json!({"model": "nomic-embed-text", "prompt": "a"})),
+        )
+        .await;
+    assert!(legacy["embedding"]
+        .as_array()
+        .is_some_and(|v| !v.is_empty()));
+    let stats = mock.stats();
+    assert_eq!(stats.requests_to("/api/show"), 5);
+    assert_eq!(stats.requests_to("/api/embed"), 2);
+}
+
+#[tokio::test]
+async fn model_lists_carry_what_real_servers_list() {
+    let mock = start(quick("lists").models(["llama3.1:8b", "team/coder:7b"])).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let (_, tags) = c.json("GET", "/api/tags", None).await;
+    let first = &tags["models"][0];
+    assert_eq!(
+        (&first["name"], &first["model"]),
+        (&json!("llama3.1:8b"), &json!("llama3.1:8b"))
+    );
+    assert_eq!(first["size"], 4_848_000_000u64);
+    assert!(first["digest"].as_str().is_some_and(|d| d.len() == 64));
+    assert_eq!(
+        first["details"],
+        json!({
+            "parent_model": "",
+            "format": "gguf",
+            "family": "llama",
+            "families": ["llama"],
+            "parameter_size": "8.0B",
+            "quantization_level": "Q4_K_M",
+        })
+    );
+    assert!(
+        first.get("backend").is_none(),
+        "entries are passed on as they are"
+    );
+    let (_, again) = c.json("GET", "/api/tags", None).await;
+    assert_eq!(again["models"][0]["modified_at"], first["modified_at"]);
+
+    let (_, ps) = c.json("GET", "/api/ps", None).await;
+    let loaded = ps["models"].as_array().expect("models");
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0]["name"], "llama3.1:8b");
+    assert_eq!(loaded[0]["size_vram"], loaded[0]["size"]);
+    assert_eq!(loaded[0]["digest"], first["digest"]);
+    assert!(loaded[0]["expires_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(loaded[0]["context_length"], 4096);
+
+    let (_, models) = c.json("GET", "/v1/models", None).await;
+    let data = models["data"].as_array().expect("data");
+    assert_eq!(data[0]["owned_by"], "library");
+    assert_eq!(data[1]["owned_by"], "team");
+    assert!(data[0]["created"]
+        .as_u64()
+        .is_some_and(|t| t > 1_700_000_000));
+    let (head, one) = c.json("GET", "/v1/models/llama3.1%3A8b", None).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        (&one["id"], &one["object"]),
+        (&json!("llama3.1:8b"), &json!("model"))
+    );
+    let (head, err) = c.json("GET", "/v1/models/gpt-9", None).await;
+    assert_eq!(
+        (head.status, &err["error"]["code"]),
+        (404, &json!("model_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn ollama_paths_refuse_in_ollamas_shape() {
+    let mock = start(quick("shapes")).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let (head, err) = c
+        .json("POST", "/api/chat", Some(json!({"model": "gpt-9"})))
+        .await;
+    assert_eq!(
+        (head.status, &err["error"]),
+        (404, &json!("model 'gpt-9' not found"))
+    );
+    let (head, bytes) = c.request("POST", "/api/embed", Some("{nope")).await;
+    assert_eq!(head.status, 400);
+    let err: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert!(err["error"].is_string(), "{err}");
+    let (head, err) = c.json("GET", "/api/show", None).await;
+    assert_eq!(head.status, 405);
+    assert!(err["error"].is_string(), "{err}");
+
+    mock.set_failure(Failure::Status(503));
+    let (head, err) = c.json("GET", "/api/version", None).await;
+    assert_eq!((head.status, head.header("retry-after")), (503, Some("1")));
+    assert!(err["error"].is_string(), "{err}");
+    let (_, err) = c.json("GET", "/v1/models", None).await;
+    assert_eq!(err["error"]["type"], "server_error");
+}
