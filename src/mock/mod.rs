@@ -1,5 +1,5 @@
 //! A mock LLM inference backend: a real HTTP/1.1 server speaking the
-//! OpenAI and Ollama APIs as Ollama and vLLM do, to stand in for
+//! OpenAI, Ollama and Anthropic APIs as Ollama and vLLM do, to stand in for
 //! them in the demo (`switchyard --demo`), the integration tests and the
 //! benchmarks. Official client libraries (the `ollama` and `openai` Python
 //! packages, Open WebUI, the `ollama` CLI) work against it unchanged.
@@ -14,6 +14,12 @@
 //!   completions; with `"stream": true`, Server-Sent Events, one token per
 //!   event and per HTTP chunk, then a chunk with `finish_reason: "stop"`
 //!   and `usage`, then `data: [DONE]`.
+//! - `POST /v1/responses`: OpenAI's Responses API; streamed as typed events
+//!   from `response.created` through one `response.output_text.delta` per
+//!   token to `response.completed`.
+//! - `POST /v1/messages`: Anthropic's Messages API, as Ollama serves it;
+//!   streamed as `message_start` ... `content_block_delta` per token ...
+//!   `message_stop`.
 //! - `POST /api/chat`, `POST /api/generate`: Ollama; streamed as NDJSON
 //!   unless `"stream": false`, ending with a `"done": true` line.
 //!
@@ -27,19 +33,22 @@
 //! - `POST /v1/embeddings`, `POST /api/embed` (`input`: a string or a
 //!   list), `POST /api/embeddings` (`prompt`, the older form): small
 //!   deterministic vectors.
-//! - `GET /api/version`, `GET /` ("Ollama is running") and `GET /health`.
+//! - `POST /v1/messages/count_tokens`, `GET /api/version`, `GET /` ("Ollama
+//!   is running") and `GET /health`.
 //!
 //! Anything else is a 404, a known path with the wrong method a 405. A
 //! model not in [`MockConfig::models`] is a 404; malformed JSON is a 400.
 //! Errors are in the shape of the path's API (see `reply`): OpenAI's on
-//! `/v1/*`, Ollama's `{"error": "..."}` on `/api/*`.
+//! `/v1/*`, Ollama's `{"error": "..."}` on `/api/*`, Anthropic's on
+//! `/v1/messages`.
 //!
 //! Every response has the header [`BACKEND_HEADER`] (`x-mock-backend`) and
-//! every top-level JSON object a `"backend"` field naming the server.
+//! every top-level JSON object and stream event a `"backend"` field naming
+//! the server.
 //!
 //! # Timing and failures
-//! A streamed response's head is sent together with the first token,
-//! after [`MockConfig::ttft`], as a real
+//! A streamed response's head is sent together with the first token (and
+//! the API's opening events), after [`MockConfig::ttft`], as a real
 //! server's would be: the head leaves when generation has produced
 //! something. Tokens follow [`MockConfig::token_gap`] apart. A non-streamed
 //! response arrives when the stream would have ended, after
@@ -56,11 +65,12 @@
 //! - `routes`: one request, from failure mode to the handler of its path.
 //! - `reply`: how answers and errors are shaped for each API, and stamped.
 //! - `generation`: the fake completion a request gets.
-//! - `openai`, `ollama`: the wire formats.
+//! - `openai`, `responses`, `anthropic`, `ollama`: the wire formats.
 //! - `catalog`: what the mock says about a model (size, family, digest).
 //! - `body`: whole bodies and token streams paced by timers.
 //! - [`stats`]: [`MockStats`], what the server has seen.
 
+mod anthropic;
 mod body;
 mod catalog;
 pub mod config;
@@ -68,6 +78,7 @@ mod generation;
 mod ollama;
 mod openai;
 mod reply;
+mod responses;
 mod routes;
 mod server;
 pub mod stats;

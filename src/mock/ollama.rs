@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use super::catalog::ModelCard;
 use super::generation::{self, Api, Generation};
 
-/// What `/api/version` reports: an Ollama release that serves every
-/// endpoint the mock answers.
+/// What `/api/version` reports: the first Ollama release that serves every
+/// endpoint the mock answers (Anthropic's `/v1/messages` came last).
 pub(crate) const VERSION: &str = "0.14.0";
 
 /// How long a model stays loaded after its last request, for `/api/ps`'s

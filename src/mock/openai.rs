@@ -1,5 +1,6 @@
 //! The OpenAI wire format: chat and legacy completions, their stream
-//! chunks, the model list, embeddings and errors.
+//! chunks, the model list, embeddings and errors. (The Responses API has
+//! its own module, [`responses`](super::responses).)
 //!
 //! Shapes follow the OpenAI API closely enough for real client libraries to
 //! parse them. Each top-level object also carries `"backend": <name>` and

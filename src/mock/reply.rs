@@ -3,7 +3,8 @@
 //!
 //! Real servers answer errors in their own API's shape, and clients parse
 //! them: the ollama libraries read `{"error": "<message>"}` on `/api/*`,
-//! the OpenAI SDKs `{"error": {"message", "type", "code"}}`.
+//! the OpenAI SDKs `{"error": {"message", "type", "code"}}`, the Anthropic
+//! SDK `{"type": "error", "error": {"type", "message"}}` on `/v1/messages`.
 //! [`Dialect::of`] tells them apart by path, so every refusal the mock
 //! makes, failure modes included, reaches a client in the shape its
 //! library understands.
@@ -15,21 +16,25 @@ use serde_json::Value;
 
 use super::body::{self, MockBody};
 use super::routes::{Backend, BACKEND_HEADER};
-use super::{ollama, openai};
+use super::{anthropic, ollama, openai};
 
 /// The API family of a path, which decides the shape of its errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
-    /// `/v1/*`, and anything else (`/`, `/health`).
+    /// `/v1/*` but Anthropic's, and anything else (`/`, `/health`).
     OpenAi,
     /// `/api/*`.
     Ollama,
+    /// `/v1/messages` and below it.
+    Anthropic,
 }
 
 impl Dialect {
     pub(crate) fn of(path: &str) -> Dialect {
         if path == "/api" || path.starts_with("/api/") {
             Dialect::Ollama
+        } else if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            Dialect::Anthropic
         } else {
             Dialect::OpenAi
         }
@@ -60,6 +65,7 @@ impl Backend {
     pub(crate) fn reject(&self, dialect: Dialect, r: Rejection) -> Response<MockBody> {
         let body = match dialect {
             Dialect::Ollama => ollama::error(&self.name, &r.message),
+            Dialect::Anthropic => anthropic::error(&self.name, r.status, &r.message),
             Dialect::OpenAi => {
                 let kind = match r.status.as_u16() {
                     429 => "rate_limit_error",
@@ -131,6 +137,9 @@ mod tests {
     #[test]
     fn dialects_by_path() {
         assert_eq!(Dialect::of("/api/show"), Dialect::Ollama);
+        assert_eq!(Dialect::of("/v1/messages"), Dialect::Anthropic);
+        assert_eq!(Dialect::of("/v1/messages/count_tokens"), Dialect::Anthropic);
+        assert_eq!(Dialect::of("/v1/messagesx"), Dialect::OpenAi);
         assert_eq!(Dialect::of("/apix"), Dialect::OpenAi);
         assert_eq!(Dialect::of("/v1/responses"), Dialect::OpenAi);
     }

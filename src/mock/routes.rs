@@ -22,7 +22,7 @@ use super::generation::{self, Api, Generation};
 use super::pause;
 use super::reply::{Dialect, Rejection};
 use super::stats::{InFlight, MockStats, KNOWN_PATHS};
-use super::{ollama, openai};
+use super::{anthropic, ollama, openai};
 
 /// The header naming the backend that answered.
 pub const BACKEND_HEADER: &str = "x-mock-backend";
@@ -116,6 +116,8 @@ pub(crate) async fn handle(
     let api = match path.as_str() {
         "/v1/chat/completions" => Api::ChatCompletions,
         "/v1/completions" => Api::Completions,
+        "/v1/responses" => Api::Responses,
+        "/v1/messages" => Api::Messages,
         "/api/chat" => Api::OllamaChat,
         "/api/generate" => Api::OllamaGenerate,
         _ => return Ok(backend.answer(&cfg, &method, &path, json)),
@@ -131,7 +133,7 @@ pub(crate) async fn handle(
 
 impl Backend {
     /// Answers a request that generates nothing: lists, model details,
-    /// embeddings, version and health.
+    /// embeddings, token counts, version and health.
     fn answer(
         &self,
         cfg: &MockConfig,
@@ -162,6 +164,9 @@ impl Backend {
             "/api/embeddings" if post => self
                 .checked_body(cfg, dialect, json)
                 .map(|_| ollama::embeddings(name)),
+            "/v1/messages/count_tokens" if post => self
+                .checked_body(cfg, dialect, json)
+                .map(|b| anthropic::count_tokens(name, generation::prompt_tokens(&b))),
             p if KNOWN_PATHS.contains(&p) => Err(not_allowed(method, p)),
             p => Err(Rejection {
                 status: StatusCode::NOT_FOUND,
@@ -276,7 +281,8 @@ impl Backend {
                 "The model `{model}` does not exist on backend {}",
                 self.name
             ),
-            Dialect::Ollama => format!("model '{model}' not found"),
+            // Ollama's words; its Anthropic endpoint passes them on.
+            Dialect::Ollama | Dialect::Anthropic => format!("model '{model}' not found"),
         };
         Rejection {
             status: StatusCode::NOT_FOUND,

@@ -15,9 +15,12 @@ use bytes::Bytes;
 /// [`MockStats::by_path`]: every path the mock answers but
 /// `/v1/models/{id}`, which counts under [`OTHER_PATHS`] with everything
 /// else.
-pub const KNOWN_PATHS: [&str; 14] = [
+pub const KNOWN_PATHS: [&str; 17] = [
     "/v1/chat/completions",
     "/v1/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/embeddings",
     "/v1/models",
     "/api/chat",
