@@ -11,6 +11,16 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The models each demo backend serves: one on all three, so repeated
+/// requests show round-robin over the fleet, and one of each backend's own,
+/// so the fleet's model list and routing by model have something to show.
+/// Tests that drive the demo read them from here.
+pub const MODELS: [&[&str]; 3] = [
+    &["llama3.1:8b", "qwen2.5-coder:7b"],
+    &["llama3.1:8b", "mistral:7b"],
+    &["llama3.1:8b", "phi3:mini"],
+];
+
 /// The three mock backends, bound before the server starts so that their
 /// addresses can go into the proxy's configuration.
 pub struct DemoFleet {
@@ -22,20 +32,15 @@ pub struct DemoFleet {
 impl DemoFleet {
     /// Binds three mock backends on loopback ports chosen by the system.
     pub fn bind() -> std::io::Result<(DemoFleet, Vec<(String, SocketAddr)>)> {
-        let models = [
-            vec!["llama3.1:8b", "qwen2.5-coder:7b"],
-            vec!["llama3.1:8b", "mistral:7b"],
-            vec!["llama3.1:8b", "phi3:mini"],
-        ];
         let mut backends = Vec::new();
         let mut addrs = Vec::new();
-        for (i, models) in models.into_iter().enumerate() {
+        for (i, models) in MODELS.into_iter().enumerate() {
             let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
             listener.set_nonblocking(true)?;
             let name = format!("gpu-{}", i + 1);
             addrs.push((name.clone(), listener.local_addr()?));
             let cfg = MockConfig::new(name)
-                .models(models)
+                .models(models.iter().copied())
                 .ttft(Duration::from_millis(200))
                 .token_gap(Duration::from_millis(80))
                 .tokens(24);

@@ -12,7 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use switchyard::mock::{Failure, MockConfig, MockServer};
 
-/// A mock OpenAI/Ollama inference backend.
+/// A mock inference backend speaking the OpenAI, Ollama and Anthropic APIs
+/// as Ollama does.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard-mock", version)]
 struct Args {
@@ -40,8 +41,9 @@ struct Args {
     #[arg(long, value_name = "N")]
     tokens: Option<usize>,
 
-    /// Failure mode: `none`, an HTTP status such as `503`, `hang`, or
-    /// `drop:N` (cut streams after N tokens).
+    /// Failure mode: `none`, an HTTP status such as `503`, `hang`,
+    /// `drop:N` (cut streams after N tokens) or `split:N` (cut them in the
+    /// middle of the token after N).
     #[arg(long, value_name = "MODE", default_value = "none")]
     fail: Failure,
 }

@@ -49,13 +49,15 @@ impl Cut {
     }
 }
 
-/// A stream of `gen.tokens` token chunks `gap` apart, then the dialect's
-/// terminator. With `cut: Some(..)`, the connection is cut after
-/// `min(n, tokens)` chunks instead (and half a chunk, for `Cut::Within`),
-/// before any terminator.
+/// A stream of the dialect's opening events (if it has any), `gen.tokens`
+/// token chunks `gap` apart, then the dialect's terminator. With
+/// `cut: Some(..)`, the connection is cut after `min(n, tokens)` token
+/// chunks instead (and half a chunk, for `Cut::Within`), before any
+/// terminator.
 ///
-/// The first chunk is produced immediately: the caller has already waited
-/// the time to first token before sending the response head.
+/// The opening events and the first token are produced immediately: the
+/// caller has already waited the time to first token before sending the
+/// response head.
 pub(crate) fn token_stream(
     gen: Generation,
     gap: Duration,
@@ -64,7 +66,7 @@ pub(crate) fn token_stream(
     in_flight: InFlight,
 ) -> MockBody {
     let state = State {
-        step: Step::Token(0),
+        step: Step::Head(gen.head().into_iter()),
         cut_after: cut.map(|c| c.after().min(gen.tokens)),
         half: matches!(cut, Some(Cut::Within(_))),
         gen,
@@ -80,6 +82,8 @@ pub(crate) fn token_stream(
 
 /// Where a token stream is.
 enum Step {
+    /// The opening events not sent yet.
+    Head(std::vec::IntoIter<Bytes>),
     /// Token `i` is next.
     Token(usize),
     /// The terminator pieces not sent yet.
@@ -103,6 +107,10 @@ type Item = Result<Frame<Bytes>, io::Error>;
 async fn next_frame(mut st: State) -> Option<(Item, State)> {
     loop {
         match st.step {
+            Step::Head(ref mut rest) => match rest.next() {
+                Some(piece) => return Some((Ok(Frame::data(piece)), st)),
+                None => st.step = Step::Token(0),
+            },
             Step::Token(i) if st.cut_after == Some(i) && st.half => {
                 st.half = false;
                 let chunk = st.gen.chunk(i);

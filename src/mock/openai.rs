@@ -1,5 +1,6 @@
-//! The OpenAI wire format: completions, stream chunks, the model list,
-//! embeddings and errors.
+//! The OpenAI wire format: chat and legacy completions, their stream
+//! chunks, the model list, embeddings and errors. (The Responses API has
+//! its own module, [`responses`](super::responses).)
 //!
 //! Shapes follow the OpenAI API closely enough for real client libraries to
 //! parse them. Each top-level object also carries `"backend": <name>` and
@@ -7,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use super::generation::{Api, Generation};
+use super::generation::{self, Api, Generation};
 
 /// `object` of a non-streamed response.
 fn object(g: &Generation) -> &'static str {
@@ -100,33 +101,29 @@ pub(crate) fn completion(g: &Generation) -> Value {
     v
 }
 
+/// Who a model belongs to, as Ollama's `/v1/models` says: the namespace of
+/// `namespace/model`, else `library` (the models of ollama.com's library).
+fn owned_by(model: &str) -> &str {
+    model.split_once('/').map_or("library", |(ns, _)| ns)
+}
+
+/// One `/v1/models` entry; `created` is when the model was pulled.
+pub(crate) fn model(id: &str, created: u64) -> Value {
+    json!({"id": id, "object": "model", "created": created, "owned_by": owned_by(id)})
+}
+
 /// `GET /v1/models`.
 pub(crate) fn models(backend: &str, models: &[String], created: u64) -> Value {
-    let data: Vec<Value> = models
-        .iter()
-        .map(|m| json!({"id": m, "object": "model", "created": created, "owned_by": backend}))
-        .collect();
+    let data: Vec<Value> = models.iter().map(|m| model(m, created)).collect();
     json!({"object": "list", "data": data, "backend": backend})
 }
 
-/// Length of each fake embedding vector: enough to look like a vector.
-const EMBEDDING_DIMS: usize = 4;
-
 /// `POST /v1/embeddings`: one small deterministic vector per input.
 pub(crate) fn embeddings(backend: &str, model: &str, body: &Value) -> Value {
-    let inputs = match body.get("input") {
-        Some(Value::Array(items)) => items.len(),
-        _ => 1,
-    };
-    let data: Vec<Value> = (0..inputs)
-        .map(|i| {
-            let v: Vec<f64> = (0..EMBEDDING_DIMS)
-                .map(|d| ((i * EMBEDDING_DIMS + d) % 10) as f64 / 10.0)
-                .collect();
-            json!({"object": "embedding", "index": i, "embedding": v})
-        })
+    let data: Vec<Value> = (0..generation::embedding_inputs(body))
+        .map(|i| json!({"object": "embedding", "index": i, "embedding": generation::embedding(i)}))
         .collect();
-    let prompt_tokens = super::generation::prompt_tokens(&json!({"prompt": body.get("input")}));
+    let prompt_tokens = generation::prompt_tokens(body);
     json!({
         "object": "list",
         "data": data,

@@ -1,15 +1,15 @@
 //! Answering one request: the failure mode first, then the route.
 //!
-//! Every response passes through here, so this is where the `x-mock-backend`
-//! header is stamped and where the request is counted in [`MockStats`].
+//! Every response passes through here, so this is where the request is
+//! counted in [`MockStats`]; [`reply`](super::reply) shapes and stamps it.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -20,8 +20,9 @@ use super::body::{self, MockBody};
 use super::config::{Failure, MockConfig};
 use super::generation::{self, Api, Generation};
 use super::pause;
-use super::stats::{InFlight, MockStats};
-use super::{ollama, openai};
+use super::reply::{Dialect, Rejection};
+use super::stats::{InFlight, MockStats, KNOWN_PATHS};
+use super::{anthropic, ollama, openai};
 
 /// The header naming the backend that answered.
 pub const BACKEND_HEADER: &str = "x-mock-backend";
@@ -36,7 +37,11 @@ pub(crate) struct Backend {
     /// The name, fixed at start; stamped into bodies.
     pub(crate) name: Arc<str>,
     /// `name` as a header value, or `mock` if it is not a valid one.
-    header: HeaderValue,
+    pub(super) header: HeaderValue,
+    /// When the server started: the time its models say they were pulled
+    /// (`modified_at`, `created`), so lists stay the same from one request
+    /// to the next, as a real server's do.
+    started: SystemTime,
     /// The live configuration; each request takes one snapshot.
     pub(crate) config: ArcSwap<MockConfig>,
     pub(crate) stats: Arc<MockStats>,
@@ -50,6 +55,7 @@ impl Backend {
         Backend {
             name: Arc::from(cfg.name.as_str()),
             header,
+            started: SystemTime::now(),
             config: ArcSwap::from_pointee(cfg),
             stats: Arc::default(),
             next_id: AtomicU64::new(0),
@@ -61,14 +67,6 @@ impl Backend {
 /// the route knows whether it needs one.
 type ParsedBody = Option<Result<Value, serde_json::Error>>;
 
-/// Why a request body is refused; becomes an OpenAI-style error response.
-struct Rejection {
-    status: StatusCode,
-    message: String,
-    /// The error's `code` field, e.g. `model_not_found`.
-    code: &'static str,
-}
-
 /// The hyper service. An `Err` makes hyper close the connection without a
 /// response, which is what `Failure::DropMidStream` wants for a completion
 /// that is not streamed.
@@ -78,14 +76,19 @@ pub(crate) async fn handle(
 ) -> Result<Response<MockBody>, io::Error> {
     let started = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let dialect = Dialect::of(&path);
     let in_flight = backend.stats.request(&path);
     let cfg = backend.config.load_full();
 
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            let msg = format!("request body larger than {MAX_BODY} bytes");
-            return Ok(backend.error(StatusCode::PAYLOAD_TOO_LARGE, &msg, "body_too_large"));
+            let too_large = Rejection {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("request body larger than {MAX_BODY} bytes"),
+                code: "body_too_large",
+            };
+            return Ok(backend.reject(dialect, too_large));
         }
         Err(e) => return Err(io::Error::other(e)),
     };
@@ -106,65 +109,75 @@ pub(crate) async fn handle(
             let _held = in_flight;
             return std::future::pending().await;
         }
-        Failure::Status(code) => return Ok(backend.failure(code)),
+        Failure::Status(code) => return Ok(backend.failure(dialect, code)),
         Failure::None | Failure::DropMidStream { .. } | Failure::SplitMidEvent { .. } => {}
     }
 
-    backend
-        .route(&cfg, &method, &path, json, started, in_flight)
-        .await
+    let api = match path.as_str() {
+        "/v1/chat/completions" => Api::ChatCompletions,
+        "/v1/completions" => Api::Completions,
+        "/v1/responses" => Api::Responses,
+        "/v1/messages" => Api::Messages,
+        "/api/chat" => Api::OllamaChat,
+        "/api/generate" => Api::OllamaGenerate,
+        _ => return Ok(backend.answer(&cfg, &method, &path, json)),
+    };
+    if method != Method::POST {
+        return Ok(backend.reject(dialect, not_allowed(&method, &path)));
+    }
+    match backend.checked_body(&cfg, dialect, json) {
+        Ok(body) => backend.generate(&cfg, api, &body, started, in_flight).await,
+        Err(r) => Ok(backend.reject(dialect, r)),
+    }
 }
 
 impl Backend {
-    /// Dispatches on method and path, for a request that is not failing.
-    async fn route(
+    /// Answers a request that generates nothing: lists, model details,
+    /// embeddings, token counts, version and health.
+    fn answer(
         &self,
         cfg: &MockConfig,
         method: &Method,
         path: &str,
         json: ParsedBody,
-        started: Instant,
-        in_flight: InFlight,
-    ) -> Result<Response<MockBody>, io::Error> {
+    ) -> Response<MockBody> {
         let get = *method == Method::GET || *method == Method::HEAD;
         let post = *method == Method::POST;
-        let api = match path {
-            "/v1/chat/completions" if post => Api::ChatCompletions,
-            "/v1/completions" if post => Api::Completions,
-            "/api/chat" if post => Api::OllamaChat,
-            "/api/generate" if post => Api::OllamaGenerate,
-            "/v1/embeddings" if post => return Ok(self.embeddings(cfg, json)),
-            "/" if get => return Ok(self.text(StatusCode::OK, "Ollama is running")),
-            "/health" if get => {
-                let health = json!({"status": "ok", "backend": &*self.name, "models": cfg.models});
-                return Ok(self.json(StatusCode::OK, &health));
-            }
-            "/v1/models" if get => {
-                let list = openai::models(&self.name, &cfg.models, generation::unix_now());
-                return Ok(self.json(StatusCode::OK, &list));
-            }
-            "/api/tags" if get => {
-                return Ok(self.json(StatusCode::OK, &ollama::tags(&self.name, &cfg.models)))
-            }
+        let dialect = Dialect::of(path);
+        let name = &*self.name;
+        let answer = match path {
+            "/" if get => return self.text(StatusCode::OK, "Ollama is running"),
+            "/health" if get => Ok(json!({"status": "ok", "backend": name, "models": cfg.models})),
+            "/v1/models" if get => Ok(openai::models(name, &cfg.models, self.created())),
+            "/api/tags" if get => Ok(ollama::tags(name, &cfg.models, self.started)),
             // What Ollama has loaded: here, the first model it serves.
-            "/api/ps" if get => {
-                let loaded = &cfg.models[..cfg.models.len().min(1)];
-                return Ok(self.json(StatusCode::OK, &ollama::tags(&self.name, loaded)));
-            }
-            p if super::stats::KNOWN_PATHS.contains(&p) => {
-                let msg = format!("method {method} not allowed on {p}");
-                return Ok(self.error(StatusCode::METHOD_NOT_ALLOWED, &msg, "method_not_allowed"));
-            }
-            p => {
-                let msg = format!("no route for {method} {p}");
-                return Ok(self.error(StatusCode::NOT_FOUND, &msg, "not_found"));
-            }
+            "/api/ps" if get => Ok(ollama::ps(name, &cfg.models[..cfg.models.len().min(1)])),
+            "/api/version" if get => Ok(ollama::version(name)),
+            p if get && p.starts_with("/v1/models/") => self.model_entry(cfg, p),
+            "/api/show" if post => self.show(cfg, json),
+            "/v1/embeddings" if post => self
+                .checked_body(cfg, dialect, json)
+                .map(|b| openai::embeddings(name, &self.model_for(cfg, &b), &b)),
+            "/api/embed" if post => self
+                .checked_body(cfg, dialect, json)
+                .map(|b| ollama::embed(name, &self.model_for(cfg, &b), &b)),
+            "/api/embeddings" if post => self
+                .checked_body(cfg, dialect, json)
+                .map(|_| ollama::embeddings(name)),
+            "/v1/messages/count_tokens" if post => self
+                .checked_body(cfg, dialect, json)
+                .map(|b| anthropic::count_tokens(name, generation::prompt_tokens(&b))),
+            p if KNOWN_PATHS.contains(&p) => Err(not_allowed(method, p)),
+            p => Err(Rejection {
+                status: StatusCode::NOT_FOUND,
+                message: format!("no route for {method} {p}"),
+                code: "not_found",
+            }),
         };
-        let body = match self.checked_body(cfg, json) {
-            Ok(v) => v,
-            Err(r) => return Ok(self.reject(r)),
-        };
-        self.generate(cfg, api, &body, started, in_flight).await
+        match answer {
+            Ok(v) => self.json(StatusCode::OK, &v),
+            Err(r) => self.reject(dialect, r),
+        }
     }
 
     /// Runs one completion: waits the time to first token, then streams or
@@ -186,7 +199,8 @@ impl Backend {
             backend: Arc::clone(&self.name),
             model: self.model_for(cfg, body),
             id: format!(
-                "chatcmpl-{}-{}",
+                "{}{}-{}",
+                api.id_prefix(),
                 self.name,
                 self.next_id.fetch_add(1, Ordering::Relaxed)
             ),
@@ -237,41 +251,69 @@ impl Backend {
     /// The parsed POST body, or why a real server would refuse it (400 or
     /// 404): malformed JSON, a non-object, a non-string `model`, or a model
     /// this backend does not serve. A body without `model` is accepted.
-    fn checked_body(&self, cfg: &MockConfig, json: ParsedBody) -> Result<Value, Rejection> {
-        let bad = |message: String| Rejection {
-            status: StatusCode::BAD_REQUEST,
-            message,
-            code: "invalid_request",
-        };
-        let body = match json {
-            Some(Ok(v @ Value::Object(_))) => v,
-            Some(Ok(_)) => return Err(bad("request body must be a JSON object".into())),
-            Some(Err(e)) => return Err(bad(format!("malformed JSON body: {e}"))),
-            None => return Err(bad("expected a POST with a JSON body".into())),
-        };
+    fn checked_body(
+        &self,
+        cfg: &MockConfig,
+        dialect: Dialect,
+        json: ParsedBody,
+    ) -> Result<Value, Rejection> {
+        let body = object(json)?;
         match body.get("model") {
             None | Some(Value::Null) => Ok(body),
-            Some(Value::String(m)) if cfg.serves(m) => Ok(body),
-            Some(Value::String(m)) => Err(Rejection {
-                status: StatusCode::NOT_FOUND,
-                message: format!("The model `{m}` does not exist on backend {}", self.name),
-                code: "model_not_found",
-            }),
-            Some(_) => Err(bad("`model` must be a string".into())),
+            Some(Value::String(m)) => self.served(cfg, dialect, m).map(|()| body),
+            Some(_) => Err(Rejection::bad("`model` must be a string")),
         }
     }
 
-    fn embeddings(&self, cfg: &MockConfig, json: ParsedBody) -> Response<MockBody> {
-        match self.checked_body(cfg, json) {
-            Ok(body) => {
-                let model = self.model_for(cfg, &body);
-                self.json(
-                    StatusCode::OK,
-                    &openai::embeddings(&self.name, &model, &body),
-                )
-            }
-            Err(r) => self.reject(r),
+    /// Whether `model` is served, or the 404 that says it is not.
+    fn served(&self, cfg: &MockConfig, dialect: Dialect, model: &str) -> Result<(), Rejection> {
+        if cfg.serves(model) {
+            Ok(())
+        } else {
+            Err(self.not_found(dialect, model))
         }
+    }
+
+    /// The 404 for a model not served, worded as the API family words it.
+    fn not_found(&self, dialect: Dialect, model: &str) -> Rejection {
+        let message = match dialect {
+            Dialect::OpenAi => format!(
+                "The model `{model}` does not exist on backend {}",
+                self.name
+            ),
+            // Ollama's words; its Anthropic endpoint passes them on.
+            Dialect::Ollama | Dialect::Anthropic => format!("model '{model}' not found"),
+        };
+        Rejection {
+            status: StatusCode::NOT_FOUND,
+            message,
+            code: "model_not_found",
+        }
+    }
+
+    /// `POST /api/show`. Ollama takes the model under `model`, or under
+    /// `name` as its older clients send it, and requires one.
+    fn show(&self, cfg: &MockConfig, json: ParsedBody) -> Result<Value, Rejection> {
+        let body = object(json)?;
+        let model = ["model", "name"]
+            .iter()
+            .filter_map(|k| body.get(*k)?.as_str())
+            .find(|m| !m.is_empty())
+            .ok_or_else(|| Rejection::bad("model is required"))?;
+        self.served(cfg, Dialect::Ollama, model)?;
+        Ok(ollama::show(&self.name, model, self.started))
+    }
+
+    /// `GET /v1/models/{id}`: the model's entry, or 404.
+    fn model_entry(&self, cfg: &MockConfig, path: &str) -> Result<Value, Rejection> {
+        let id = percent_decoded(path.trim_start_matches("/v1/models/"));
+        if id.is_empty() {
+            return Err(self.not_found(Dialect::OpenAi, &id));
+        }
+        self.served(cfg, Dialect::OpenAi, &id)?;
+        let mut entry = openai::model(&id, self.created());
+        entry["backend"] = json!(&*self.name);
+        Ok(entry)
     }
 
     /// The model to report: the one asked for, else the first one served.
@@ -283,59 +325,53 @@ impl Backend {
             .to_string()
     }
 
-    fn reject(&self, r: Rejection) -> Response<MockBody> {
-        self.error(r.status, &r.message, r.code)
+    /// [`Backend::started`] in Unix seconds, as OpenAI's `created`.
+    fn created(&self) -> u64 {
+        generation::unix_secs(self.started)
     }
+}
 
-    /// The response of `Failure::Status(code)`.
-    fn failure(&self, code: u16) -> Response<MockBody> {
-        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let msg = format!("mock backend {} is failing with status {code}", self.name);
-        let mut resp = self.error(status, &msg, "mock_failure");
-        if matches!(code, 429 | 503) {
-            resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        resp
+/// The body as a JSON object, or the 400 a real server would answer.
+fn object(json: ParsedBody) -> Result<Value, Rejection> {
+    match json {
+        Some(Ok(v @ Value::Object(_))) => Ok(v),
+        Some(Ok(_)) => Err(Rejection::bad("request body must be a JSON object")),
+        Some(Err(e)) => Err(Rejection::bad(format!("malformed JSON body: {e}"))),
+        None => Err(Rejection::bad("expected a POST with a JSON body")),
     }
+}
 
-    fn error(&self, status: StatusCode, message: &str, code: &str) -> Response<MockBody> {
-        let kind = match status.as_u16() {
-            429 => "rate_limit_error",
-            500.. => "server_error",
-            _ => "invalid_request_error",
+fn not_allowed(method: &Method, path: &str) -> Rejection {
+    Rejection {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("method {method} not allowed on {path}"),
+        code: "method_not_allowed",
+    }
+}
+
+/// `%XX` escapes decoded, as clients escape `:` and `/` in model ids
+/// (`llama3.1%3A8b`); anything that is not a valid escape is kept.
+fn percent_decoded(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |j: usize| {
+            bytes
+                .get(j)
+                .and_then(|b| char::from(*b).to_digit(16))
+                .and_then(|d| u8::try_from(d).ok())
         };
-        self.json(status, &openai::error(&self.name, message, kind, code))
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi * 16 + lo);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
     }
-
-    fn json(&self, status: StatusCode, value: &Value) -> Response<MockBody> {
-        self.respond(status, "application/json", Bytes::from(value.to_string()))
-    }
-
-    fn text(&self, status: StatusCode, text: &'static str) -> Response<MockBody> {
-        self.respond(
-            status,
-            "text/plain; charset=utf-8",
-            Bytes::from_static(text.as_bytes()),
-        )
-    }
-
-    fn respond(
-        &self,
-        status: StatusCode,
-        content_type: &'static str,
-        bytes: Bytes,
-    ) -> Response<MockBody> {
-        let mut resp = Response::new(body::full(bytes));
-        *resp.status_mut() = status;
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        self.stamp(resp)
-    }
-
-    fn stamp(&self, mut resp: Response<MockBody>) -> Response<MockBody> {
-        resp.headers_mut()
-            .insert(HeaderName::from_static(BACKEND_HEADER), self.header.clone());
-        resp
-    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -12,15 +12,25 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 
 /// Paths with their own request counter, in the order of
-/// [`MockStats::by_path`]. Anything else counts under [`OTHER_PATHS`].
-pub const KNOWN_PATHS: [&str; 9] = [
+/// [`MockStats::by_path`]: every path the mock answers but
+/// `/v1/models/{id}`, which counts under [`OTHER_PATHS`] with everything
+/// else.
+pub const KNOWN_PATHS: [&str; 17] = [
     "/v1/chat/completions",
     "/v1/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/embeddings",
     "/v1/models",
     "/api/chat",
     "/api/generate",
+    "/api/embed",
+    "/api/embeddings",
+    "/api/show",
     "/api/tags",
+    "/api/ps",
+    "/api/version",
     "/",
     "/health",
 ];

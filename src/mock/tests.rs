@@ -454,3 +454,392 @@ async fn dropping_the_server_stops_it() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// A whole SSE body as (event name, data) pairs; unnamed events get "".
+fn named_events(body: &[u8]) -> Vec<(String, Value)> {
+    std::str::from_utf8(body)
+        .expect("utf8")
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut name = String::new();
+            let mut data = None;
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_string();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str(d).expect("event JSON"));
+                }
+            }
+            (name, data.expect("a data line"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn responses_api_streams_typed_events_and_answers_whole() {
+    let mock = start(quick("resp")).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let body = json!({"model": "llama3", "input": "why is the sky blue", "stream": true});
+    let (head, bytes) = c
+        .request("POST", "/v1/responses", Some(&body.to_string()))
+        .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    let events = named_events(&bytes);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    for (i, (name, data)) in events.iter().enumerate() {
+        assert_eq!(data["type"], *name);
+        assert_eq!(data["sequence_number"], i);
+        assert_eq!(data["backend"], "resp");
+    }
+    assert_eq!(events[0].1["response"]["status"], "in_progress");
+    let deltas: String = events[4..7]
+        .iter()
+        .map(|(_, d)| d["delta"].as_str().expect("delta"))
+        .collect();
+    assert_eq!(deltas, "tok0 tok1 tok2 ");
+    let done = &events[10].1["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["output"][0]["content"][0]["text"], deltas);
+    assert_eq!(done["usage"]["input_tokens"], 5);
+    assert_eq!(done["usage"]["output_tokens"], 3);
+    assert!(!String::from_utf8_lossy(&bytes).contains("[DONE]"));
+
+    let (head, whole) = c
+        .json(
+            "POST",
+            "/v1/responses",
+            Some(json!({"model": "qwen2.5", "input": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(whole["object"], "response");
+    assert_eq!(whole["status"], "completed");
+    assert_eq!(whole["model"], "qwen2.5");
+    assert!(whole["id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("resp_")));
+    assert_eq!(whole["output"][0]["type"], "message");
+    assert_eq!(whole["output"][0]["content"][0]["type"], "output_text");
+    assert_eq!(whole["output"][0]["content"][0]["text"], "tok0 tok1 tok2 ");
+    assert_eq!(whole["usage"]["total_tokens"], 4);
+    let stats = mock.stats();
+    wait_for("completed stream", || stats.streams_completed() == 1).await;
+    assert_eq!(stats.requests_to("/v1/responses"), 2);
+}
+
+#[tokio::test]
+async fn anthropic_messages_stream_count_and_refuse_as_anthropic_does() {
+    let mock = start(quick("claude")).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let body = json!({
+        "model": "llama3",
+        "max_tokens": 64,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "hello there"}],
+        "stream": true,
+    });
+    let (head, bytes) = c
+        .request("POST", "/v1/messages", Some(&body.to_string()))
+        .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    let events = named_events(&bytes);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ]
+    );
+    for (name, data) in &events {
+        assert_eq!(data["type"], *name);
+    }
+    let start_msg = &events[0].1["message"];
+    assert_eq!(start_msg["role"], "assistant");
+    assert_eq!(start_msg["usage"]["input_tokens"], 4);
+    assert_eq!(events[3].1["delta"]["type"], "text_delta");
+    assert_eq!(events[5].1["delta"]["text"], "tok2 ");
+    assert_eq!(events[7].1["delta"]["stop_reason"], "end_turn");
+    assert_eq!(events[7].1["usage"]["output_tokens"], 3);
+
+    let mut whole_body = body.clone();
+    whole_body["stream"] = json!(false);
+    let (_, whole) = c.json("POST", "/v1/messages", Some(whole_body)).await;
+    assert_eq!(whole["type"], "message");
+    assert!(whole["id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("msg_")));
+    assert_eq!(
+        whole["content"][0],
+        json!({"type": "text", "text": "tok0 tok1 tok2 "})
+    );
+    assert_eq!(whole["stop_reason"], "end_turn");
+    assert_eq!(
+        whole["usage"],
+        json!({"input_tokens": 4, "output_tokens": 3})
+    );
+
+    let (head, count) = c
+        .json("POST", "/v1/messages/count_tokens", Some(body.clone()))
+        .await;
+    assert_eq!((head.status, &count["input_tokens"]), (200, &json!(4)));
+
+    let (head, err) = c
+        .json("POST", "/v1/messages", Some(json!({"model": "gpt-9"})))
+        .await;
+    assert_eq!(head.status, 404);
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["error"]["type"], "not_found_error");
+    assert_eq!(err["error"]["message"], "model 'gpt-9' not found");
+}
+
+#[tokio::test]
+async fn ollama_show_version_and_embeddings() {
+    let mock = start(quick("olla").models(["llama3.1:8b", "nomic-embed-text"])).await;
+    let mut c = Client::connect(mock.addr()).await;
+    for key in ["model", "name"] {
+        let (head, show) = c
+            .json("POST", "/api/show", Some(json!({key: "llama3.1:8b"})))
+            .await;
+        assert_eq!(head.status, 200, "{key}");
+        assert_eq!(show["details"]["family"], "llama");
+        assert_eq!(show["details"]["parameter_size"], "8.0B");
+        assert_eq!(show["details"]["quantization_level"], "Q4_K_M");
+        assert_eq!(show["model_info"]["general.architecture"], "llama");
+        assert_eq!(show["model_info"]["llama.context_length"], 131_072);
+        assert_eq!(show["capabilities"], json!(["completion", "tools"]));
+        assert!(show["modelfile"]
+            .as_str()
+            .is_some_and(|m| m.contains("FROM")));
+        assert!(show["modified_at"].is_string());
+    }
+    let (_, show) = c
+        .json(
+            "POST",
+            "/api/show",
+            Some(json!({"model": "nomic-embed-text:latest"})),
+        )
+        .await;
+    assert_eq!(show["capabilities"], json!(["embedding"]));
+    let (head, err) = c.json("POST", "/api/show", Some(json!({}))).await;
+    assert_eq!(
+        (head.status, &err["error"]),
+        (400, &json!("model is required"))
+    );
+    let (head, err) = c
+        .json("POST", "/api/show", Some(json!({"model": "gpt-9"})))
+        .await;
+    assert_eq!(
+        (head.status, &err["error"]),
+        (404, &json!("model 'gpt-9' not found"))
+    );
+
+    let (head, version) = c.json("GET", "/api/version", None).await;
+    assert_eq!(head.status, 200);
+    assert!(version["version"]
+        .as_str()
+        .is_some_and(|v| v.split('.').count() == 3));
+
+    let (_, one) = c
+        .json(
+            "POST",
+            "/api/embed",
+            Some(json!({"model": "nomic-embed-text", "input": "a b c"})),
+        )
+        .await;
+    assert_eq!(one["model"], "nomic-embed-text");
+    assert_eq!(one["embeddings"].as_array().map(Vec::len), Some(1));
+    assert_eq!(one["prompt_eval_count"], 3);
+    let (_, two) = c
+        .json(
+            "POST",
+            "/api/embed",
+            Some(json!({"model": "nomic-embed-text", "input": ["a", "b"]})),
+        )
+        .await;
+    assert_eq!(two["embeddings"].as_array().map(Vec::len), Some(2));
+    assert_ne!(two["embeddings"][0], two["embeddings"][1]);
+    let (_, legacy) = c
+        .json(
+            "POST",
+            "/api/embeddings",
+            Some(json!({"model": "nomic-embed-text", "prompt": "a"})),
+        )
+        .await;
+    assert!(legacy["embedding"]
+        .as_array()
+        .is_some_and(|v| !v.is_empty()));
+    let stats = mock.stats();
+    assert_eq!(stats.requests_to("/api/show"), 5);
+    assert_eq!(stats.requests_to("/api/embed"), 2);
+}
+
+#[tokio::test]
+async fn model_lists_carry_what_real_servers_list() {
+    let mock = start(quick("lists").models(["llama3.1:8b", "team/coder:7b"])).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let (_, tags) = c.json("GET", "/api/tags", None).await;
+    let first = &tags["models"][0];
+    assert_eq!(
+        (&first["name"], &first["model"]),
+        (&json!("llama3.1:8b"), &json!("llama3.1:8b"))
+    );
+    assert_eq!(first["size"], 4_848_000_000u64);
+    assert!(first["digest"].as_str().is_some_and(|d| d.len() == 64));
+    assert_eq!(
+        first["details"],
+        json!({
+            "parent_model": "",
+            "format": "gguf",
+            "family": "llama",
+            "families": ["llama"],
+            "parameter_size": "8.0B",
+            "quantization_level": "Q4_K_M",
+        })
+    );
+    assert!(
+        first.get("backend").is_none(),
+        "entries are passed on as they are"
+    );
+    let (_, again) = c.json("GET", "/api/tags", None).await;
+    assert_eq!(again["models"][0]["modified_at"], first["modified_at"]);
+
+    let (_, ps) = c.json("GET", "/api/ps", None).await;
+    let loaded = ps["models"].as_array().expect("models");
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0]["name"], "llama3.1:8b");
+    assert_eq!(loaded[0]["size_vram"], loaded[0]["size"]);
+    assert_eq!(loaded[0]["digest"], first["digest"]);
+    assert!(loaded[0]["expires_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(loaded[0]["context_length"], 4096);
+
+    let (_, models) = c.json("GET", "/v1/models", None).await;
+    let data = models["data"].as_array().expect("data");
+    assert_eq!(data[0]["owned_by"], "library");
+    assert_eq!(data[1]["owned_by"], "team");
+    assert!(data[0]["created"]
+        .as_u64()
+        .is_some_and(|t| t > 1_700_000_000));
+    let (head, one) = c.json("GET", "/v1/models/llama3.1%3A8b", None).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        (&one["id"], &one["object"]),
+        (&json!("llama3.1:8b"), &json!("model"))
+    );
+    let (head, err) = c.json("GET", "/v1/models/gpt-9", None).await;
+    assert_eq!(
+        (head.status, &err["error"]["code"]),
+        (404, &json!("model_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn ollama_paths_refuse_in_ollamas_shape() {
+    let mock = start(quick("shapes")).await;
+    let mut c = Client::connect(mock.addr()).await;
+    let (head, err) = c
+        .json("POST", "/api/chat", Some(json!({"model": "gpt-9"})))
+        .await;
+    assert_eq!(
+        (head.status, &err["error"]),
+        (404, &json!("model 'gpt-9' not found"))
+    );
+    let (head, bytes) = c.request("POST", "/api/embed", Some("{nope")).await;
+    assert_eq!(head.status, 400);
+    let err: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert!(err["error"].is_string(), "{err}");
+    let (head, err) = c.json("GET", "/api/show", None).await;
+    assert_eq!(head.status, 405);
+    assert!(err["error"].is_string(), "{err}");
+
+    mock.set_failure(Failure::Status(503));
+    let (head, err) = c.json("GET", "/api/version", None).await;
+    assert_eq!((head.status, head.header("retry-after")), (503, Some("1")));
+    assert!(err["error"].is_string(), "{err}");
+    let (head, err) = c
+        .json("POST", "/v1/messages", Some(json!({"model": "llama3"})))
+        .await;
+    assert_eq!(head.status, 503);
+    assert_eq!(err["error"]["type"], "overloaded_error");
+    let (_, err) = c.json("GET", "/v1/models", None).await;
+    assert_eq!(err["error"]["type"], "server_error");
+}
+
+// Multi-threaded like the binary: the cut must still come after the flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_streams_keep_the_timing_and_failure_knobs() {
+    let gap = Duration::from_millis(30);
+    let mock = start(
+        quick("knobs")
+            .token_gap(gap)
+            .tokens(4)
+            .failure(Failure::DropMidStream { after_tokens: 2 }),
+    )
+    .await;
+    let mut c = Client::connect(mock.addr()).await;
+    let body = r#"{"model":"llama3","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    c.send("POST", "/v1/messages", Some(body)).await;
+    let head = c.head().await;
+    assert_eq!(head.header(BACKEND_HEADER), Some("knobs"));
+    let mut got = Vec::new();
+    while let Ok(Some(chunk)) = within("chunk", c.chunk()).await {
+        got.push((Instant::now(), named_events(&chunk)));
+    }
+    let deltas: Vec<&(Instant, Vec<(String, Value)>)> = got
+        .iter()
+        .filter(|(_, evs)| evs.iter().any(|(n, _)| n == "content_block_delta"))
+        .collect();
+    assert_eq!(deltas.len(), 2, "two tokens, then the cut");
+    assert!(deltas[1].0 - deltas[0].0 >= gap / 2, "tokens are paced");
+    assert!(
+        deltas[0].1[0].1["sent_us"].is_u64(),
+        "token events are stamped"
+    );
+    assert!(!got
+        .iter()
+        .flat_map(|(_, e)| e)
+        .any(|(n, _)| n == "message_stop"));
+    let stats = mock.stats();
+    wait_for("dropped stream", || stats.streams_dropped() == 1).await;
+
+    mock.set_failure(Failure::None);
+    let mut c = Client::connect(mock.addr()).await;
+    let (_, bytes) = c
+        .request(
+            "POST",
+            "/v1/responses",
+            Some(r#"{"model":"llama3","input":"hi","stream":true}"#),
+        )
+        .await;
+    let last = named_events(&bytes).pop().expect("events");
+    assert_eq!(last.0, "response.completed");
+    wait_for("completed stream", || stats.streams_completed() == 1).await;
+}
