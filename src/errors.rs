@@ -82,13 +82,19 @@ pub enum Shape {
     OpenAi,
     /// `{"error":"message"}`, for Ollama's API.
     Ollama,
+    /// `{"type":"error","error":{"type","message"}}`, for Anthropic's
+    /// Messages API (`/v1/messages`), which Ollama and vLLM serve.
+    Anthropic,
 }
 
 impl Shape {
-    /// Ollama's for requests to Ollama's API, OpenAI's for the rest.
+    /// Ollama's for requests to Ollama's API, Anthropic's for its Messages
+    /// API, OpenAI's for the rest.
     pub fn for_path(path: &str) -> Shape {
         if path == "/api" || path.starts_with("/api/") {
             Shape::Ollama
+        } else if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            Shape::Anthropic
         } else {
             Shape::OpenAi
         }
@@ -121,6 +127,19 @@ impl Refusal {
         match self.status() {
             429 => "rate_limit_error",
             s if s >= 500 => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// Anthropic's `error.type`, which its SDKs map to exception classes.
+    fn anthropic_kind(&self) -> &'static str {
+        match self.status() {
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 => "overloaded_error",
+            s if s >= 500 => "api_error",
             _ => "invalid_request_error",
         }
     }
@@ -176,6 +195,10 @@ impl Refusal {
                 }
             }),
             Shape::Ollama => serde_json::json!({ "error": self.to_string() }),
+            Shape::Anthropic => serde_json::json!({
+                "type": "error",
+                "error": { "type": self.anthropic_kind(), "message": self.to_string() }
+            }),
         };
         Bytes::from(body.to_string())
     }
@@ -266,6 +289,16 @@ mod tests {
         assert_eq!(Shape::for_path("/api/chat"), Shape::Ollama);
         assert_eq!(Shape::for_path("/apix"), Shape::OpenAi);
         assert_eq!(Shape::for_path("/v1/models"), Shape::OpenAi);
+        assert_eq!(Shape::for_path("/v1/messages"), Shape::Anthropic);
+        assert_eq!(
+            Shape::for_path("/v1/messages/count_tokens"),
+            Shape::Anthropic
+        );
+        let r = Refusal::ModelNotFound { model: "x".into() };
+        let v: serde_json::Value = serde_json::from_slice(&r.body(Shape::Anthropic)).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "not_found_error");
+        assert!(v["error"]["message"].as_str().unwrap().contains("'x'"));
     }
 
     #[test]

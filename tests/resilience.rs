@@ -164,6 +164,30 @@ async fn a_stream_that_dies_ends_with_an_error_in_its_own_format() {
             .collect();
         assert_eq!(lines.len(), 4, "{failure}: {text}");
         assert!(lines[3]["error"].is_string(), "{text}");
+
+        // Anthropic's Messages API: its SDKs skip unnamed events, so the
+        // error is a named `event: error` in Anthropic's shape.
+        let body = r#"{"model":"llama3","max_tokens":16,"stream":true,"messages":[]}"#;
+        let (status, chunks) = stream_chunks(&client(), &proxy.url("/v1/messages"), body).await;
+        assert_eq!(status, 200);
+        let text = body_text(&chunks);
+        let events: Vec<&str> = text
+            .split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .collect();
+        let deltas = events
+            .iter()
+            .filter(|e| e.starts_with("event: content_block_delta\n"))
+            .count();
+        assert_eq!(deltas, 3, "{failure}: {text}");
+        let last = events.last().unwrap();
+        let data = last
+            .strip_prefix("event: error\ndata: ")
+            .unwrap_or_else(|| panic!("{failure}: {text}"));
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["type"], "error", "{text}");
+        assert_eq!(v["error"]["type"], "api_error", "{text}");
+        assert!(!text.contains("message_stop"), "{text}");
     }
 }
 

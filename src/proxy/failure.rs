@@ -47,14 +47,24 @@ pub(super) fn refusal_for(e: &Error, timed_out: bool, pool: &str) -> Option<Refu
     }
 }
 
-/// The last event of a stream that failed after it began: an SSE `data:`
-/// event with an OpenAI error object, or an Ollama NDJSON `{"error": ...}`
-/// line.
-pub(super) fn terminal_event(format: StreamFormat, refusal: &Refusal) -> Bytes {
+/// The last event of a stream that failed after it began, where the
+/// client's SDK raises it: an SSE `data:` event with an OpenAI error
+/// object (OpenAI's SDKs raise on an `error` key, in chat and Responses
+/// streams alike), an `event: error` in Anthropic's shape for the Messages
+/// API (whose SDKs skip unnamed events), or an Ollama NDJSON
+/// `{"error": ...}` line.
+pub(super) fn terminal_event(format: StreamFormat, shape: Shape, refusal: &Refusal) -> Bytes {
     match format {
         StreamFormat::Sse => {
-            let body = refusal.body(Shape::OpenAi);
-            Bytes::from(format!("data: {}\n\n", String::from_utf8_lossy(&body)))
+            let (name, shape) = match shape {
+                Shape::Anthropic => ("event: error\n", Shape::Anthropic),
+                _ => ("", Shape::OpenAi),
+            };
+            let body = refusal.body(shape);
+            Bytes::from(format!(
+                "{name}data: {}\n\n",
+                String::from_utf8_lossy(&body)
+            ))
         }
         StreamFormat::Ndjson => {
             let mut line = refusal.body(Shape::Ollama).to_vec();
@@ -74,7 +84,7 @@ mod tests {
             pool: "a".into(),
             what: "went away".into(),
         };
-        let sse = terminal_event(StreamFormat::Sse, &refusal);
+        let sse = terminal_event(StreamFormat::Sse, Shape::OpenAi, &refusal);
         let text = std::str::from_utf8(&sse).unwrap();
         assert!(
             text.starts_with("data: {") && text.ends_with("}\n\n"),
@@ -87,9 +97,19 @@ mod tests {
             "backend in pool 'a' failed: went away"
         );
         assert_eq!(v["error"]["type"], "server_error");
-        let nd = terminal_event(StreamFormat::Ndjson, &refusal);
+        let nd = terminal_event(StreamFormat::Ndjson, Shape::Ollama, &refusal);
         let v: serde_json::Value = serde_json::from_slice(&nd).unwrap();
         assert_eq!(v["error"], "backend in pool 'a' failed: went away");
+        let anthropic = terminal_event(StreamFormat::Sse, Shape::Anthropic, &refusal);
+        let text = std::str::from_utf8(&anthropic).unwrap();
+        let data = text
+            .strip_prefix("event: error\ndata: ")
+            .unwrap_or_else(|| panic!("{text}"));
+        let v: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["error"]["type"].as_str()),
+            (Some("error"), Some("api_error"))
+        );
     }
 
     #[test]

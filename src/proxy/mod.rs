@@ -39,7 +39,7 @@ pub use framing::StreamFormat;
 pub use policy::Via;
 
 use crate::edge;
-use crate::errors::Refusal;
+use crate::errors::{Refusal, Shape};
 use crate::lifecycle::drain::Requests;
 use crate::metrics::Metrics;
 use crate::models::lists::ListCache;
@@ -468,7 +468,8 @@ impl ProxyHttp for Switchyard {
                 // parser sees, in the stream's own format, rather than a
                 // truncation that could pass for a finished answer.
                 if let Some(format) = ctx.stream {
-                    let event = failure::terminal_event(format, &refusal);
+                    let shape = Shape::for_path(session.req_header().uri.path());
+                    let event = failure::terminal_event(format, shape, &refusal);
                     if let Err(write) = session.write_response_body(Some(event), true).await {
                         debug!("could not end the stream with an error: {write}");
                     }

@@ -10,10 +10,9 @@ the virtual environment that .ci/run fills from requirements.txt:
 Prints one line per check and exits 1 if any failed, 2 if the installed
 client versions are not the pinned ones.
 
-Checks marked PROXY below depend on answers Switchyard builds itself
-(/api/tags, /api/ps) or on what it accepts before forwarding (/api/show
-with `name`): the mock answers them as Ollama does, and they fail while
-the proxy does not.
+Some checks are of answers Switchyard builds itself (/api/tags, /api/ps,
+/v1/models) or of what it accepts before forwarding (/api/show with
+`name`), not of the mock.
 """
 
 import argparse
@@ -80,10 +79,8 @@ class Checks:
         expect(len(names) == len(set(names)), f"a model listed twice: {names}")
 
     def ollama_list_details(self):
-        # PROXY: Switchyard answers /api/tags itself from what model
-        # discovery kept. Discovery asks /v1/models first, which has no
-        # Ollama details, so entries come out with size 0, digest "" and
-        # details {} although every demo backend lists them in /api/tags.
+        # Switchyard answers /api/tags itself, from what the backends
+        # listed: their sizes, digests and details must come through.
         for m in self.ollama.list().models:
             expect(m.size and m.size > 0, f"{m.model}: size {m.size}")
             expect(m.digest and len(m.digest) == 64, f"{m.model}: digest {m.digest!r}")
@@ -107,9 +104,8 @@ class Checks:
             expect(m.details and m.details.family, f"{m.model}: details {m.details}")
 
     def ollama_ps_once_per_model(self):
-        # PROXY: Switchyard merges the backends' /api/ps answers by
-        # concatenating them; the three demo backends all have llama3.1:8b
-        # loaded, and `ollama ps` must show it once.
+        # The three demo backends all have llama3.1:8b loaded, and
+        # `ollama ps` must show it once.
         names = [m.model for m in self.ollama.ps().models]
         expect(len(names) == len(set(names)), f"a model listed twice: {names}")
 
@@ -125,10 +121,9 @@ class Checks:
         expect(shown.modified_at is not None, "no modified_at")
 
     def ollama_show_by_name(self):
-        # PROXY: older Ollama clients name the model under `name`, which
-        # Ollama accepts; Switchyard reads only `model` to route and refuses
-        # the request before any backend sees it. (This client library
-        # sends `model`, so the request is made by hand.)
+        # Older Ollama clients name the model under `name`, which Ollama
+        # accepts. (This client library sends `model`, so the request is
+        # made by hand.)
         r = httpx.post(f"{self.url}/api/show", json={"name": self.model}, timeout=TIMEOUT)
         expect(r.status_code == 200, f"HTTP {r.status_code}: {r.text}")
         expect(r.json().get("details", {}).get("family"), r.text)
