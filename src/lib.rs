@@ -15,13 +15,14 @@
 //! - [`errors`]: the answers Switchyard gives itself, as OpenAI-style JSON.
 //! - [`metrics`]: the counters Switchyard keeps, passed in by `Arc`.
 //! - [`lifecycle`]: SIGHUP reload, drain on shutdown, binary upgrade.
+//! - [`logging`]: the process log, with Pingora's known noise lowered.
 //! - [`server`]: assembles the Pingora server and its services.
 //! - [`demo`]: `--demo`, a mock fleet behind the proxy in one process.
 //! - [`mock`]: a mock OpenAI/Ollama backend for the demo, tests and benchmarks.
 //! - [`cli`]: the command line.
 //!
 //! Public are only the modules the binaries, tests and benchmarks use
-//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, and the pool and
+//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool and
 //! model scanner the micro-benchmarks time); the rest is the crate's own.
 
 pub(crate) mod background;
@@ -33,6 +34,7 @@ pub(crate) mod edge;
 pub(crate) mod errors;
 pub(crate) mod health;
 pub mod lifecycle;
+pub mod logging;
 pub(crate) mod metrics;
 pub mod mock;
 pub mod models;

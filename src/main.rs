@@ -26,7 +26,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = switchyard::logging::Logger::from_env().install() {
+        eprintln!("switchyard: cannot start logging: {e}");
+    }
     let args = Args::parse();
 
     if args.demo {

@@ -224,6 +224,14 @@ async fn official_clients_work_through_the_proxy() {
     let demo = Demo::start().await;
     let model = common_models().into_iter().next().expect("a shared model");
     check_clients(&format!("http://{}", demo.addr), model, &all_models()).await;
+    // A healthy run, streams the SDKs read to the end and close at once
+    // among them, leaves nothing for an operator to act on.
+    let log = demo.log_text();
+    let alarming: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
+    assert!(alarming.is_empty(), "{}", alarming.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
