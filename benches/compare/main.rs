@@ -8,6 +8,7 @@
 //! # Layout
 //! - `main`: the command line, CPU pinning, the two runtimes, the report.
 //! - `targets`: starting direct / Switchyard / Pingora / nginx / HAProxy.
+//! - `process`: a server run as a child process, pinned, killed on drop.
 //! - `bare`: the bare Pingora proxy, this binary run with `--serve-pingora`.
 //! - `phases`: the five workloads, in interleaved rounds.
 //! - `load`: the load generator (hyper client connections).
@@ -25,6 +26,7 @@
 mod bare;
 mod load;
 mod phases;
+mod process;
 mod procfs;
 mod report;
 mod samples;
