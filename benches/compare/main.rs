@@ -7,7 +7,8 @@
 //! `cargo bench --bench compare -- ARGS`.
 //!
 //! # Layout
-//! - `main`: the command line, CPU pinning, the two runtimes, the report.
+//! - `main`: the command line, the two runtimes, the report's header.
+//! - `cpus`: which CPUs the proxies and the harness are pinned to.
 //! - `targets`: starting direct / Switchyard / Pingora / nginx / HAProxy.
 //! - `process`: a server run as a child process, pinned, killed on drop.
 //! - `bare`: the bare Pingora proxy, this binary run with `--serve-pingora`.
@@ -28,6 +29,7 @@
 
 mod backend;
 mod bare;
+mod cpus;
 mod load;
 mod phases;
 mod process;
@@ -46,6 +48,7 @@ use switchyard::mock::{MockConfig, MockServer};
 use tokio::runtime::Runtime;
 
 use backend::StaticBackend;
+use cpus::CpuPlan;
 use load::{Client, Window};
 use phases::{Bench, Plan};
 use report::Results;
@@ -118,56 +121,6 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-/// Which CPUs the proxies and the harness get.
-struct CpuPlan {
-    /// `taskset -c` lists; `None` when not pinning.
-    proxy: Option<String>,
-    harness: Option<String>,
-    /// The same as CPU numbers, for reading `/proc/stat`.
-    proxy_cpus: Option<Vec<usize>>,
-    harness_cpus: Vec<usize>,
-    text: String,
-}
-
-impl CpuPlan {
-    /// With four CPUs or more, the proxy gets two (one per worker) and the
-    /// harness the rest. With two or three, the proxy gets the last one and
-    /// the harness the others: a proxy and the load driving it on the same
-    /// CPU would measure the scheduler more than the proxy. With one, or
-    /// `--pin off`, nothing is pinned.
-    fn new(pin: &str, cpus: &[usize]) -> CpuPlan {
-        let list = |c: &[usize]| {
-            c.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let n = cpus.len();
-        if pin == "off" || n < 2 {
-            return CpuPlan {
-                proxy: None,
-                harness: None,
-                proxy_cpus: None,
-                harness_cpus: cpus.to_vec(),
-                text: format!("not pinned; everything shares CPUs {}", list(cpus)),
-            };
-        }
-        let split = if n >= 4 { n - 2 } else { n - 1 };
-        let (harness, proxy) = cpus.split_at(split);
-        CpuPlan {
-            proxy: Some(list(proxy)),
-            harness: Some(list(harness)),
-            proxy_cpus: Some(proxy.to_vec()),
-            harness_cpus: harness.to_vec(),
-            text: format!(
-                "proxy (all its workers) on CPU {}; load generator and backends (mock, static nginx) on CPU {}",
-                list(proxy),
-                list(harness)
-            ),
-        }
-    }
 }
 
 fn main() -> ExitCode {
