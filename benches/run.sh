@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: direct vs Switchyard vs nginx vs HAProxy.
+# Side-by-side benchmark: direct vs Switchyard vs Pingora vs nginx vs HAProxy.
 #
-#   benches/run.sh            full run, about 8 minutes on 2 cores
-#   benches/run.sh --quick    about 2 minutes
-#   benches/run.sh --help     every option (rounds, windows, targets, ...)
+#   benches/run.sh                 full run, about 8 minutes on 2 cores
+#   benches/run.sh --quick         about 2½ minutes
+#   benches/run.sh --workloads 6   only saturation against the static backend
+#   benches/run.sh --help          every option (rounds, windows, targets, ...)
 #
 # Raises the open-file limit for the held-stream workload, then runs the
 # Rust harness in benches/compare/ through cargo bench, which also builds

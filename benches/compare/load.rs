@@ -37,7 +37,7 @@ use crate::samples::Latencies;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The error type of one request; only counted, never shown per request.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -121,6 +121,34 @@ impl Client {
     pub async fn probe(&self) -> Result<(), BoxError> {
         let mut sender = self.connect().await?;
         self.complete(&mut sender).await
+    }
+
+    /// The body of one non-streamed completion, as the address answers it:
+    /// what the static backend is to answer with.
+    pub async fn completion(&self) -> Result<Bytes, BoxError> {
+        self.body_of(self.request(false)?).await
+    }
+
+    /// The body of `GET path`, such as the model list.
+    pub async fn get(&self, path: &str) -> Result<Bytes, BoxError> {
+        let req = Request::builder()
+            .uri(path)
+            .header(HOST, &self.host)
+            .body(Full::new(Bytes::new()))?;
+        self.body_of(req).await
+    }
+
+    async fn body_of(&self, req: Request<Full<Bytes>>) -> Result<Bytes, BoxError> {
+        let work = async {
+            let mut sender = self.connect().await?;
+            sender.ready().await?;
+            let resp = sender.send_request(req).await?;
+            if resp.status() != StatusCode::OK {
+                return Err(format!("status {}", resp.status()).into());
+            }
+            Ok::<_, BoxError>(resp.into_body().collect().await?.to_bytes())
+        };
+        timeout(REQUEST_TIMEOUT, work).await?
     }
 }
 

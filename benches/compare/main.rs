@@ -1,15 +1,19 @@
 //! `compare`: Switchyard side by side with nginx and HAProxy, and with no
-//! proxy at all, on the same mock backend and the same workloads.
+//! proxy at all, on the same mock backend and the same workloads, and at
+//! saturation against a static backend that costs less than any proxy.
 //!
 //! Run it with `benches/run.sh [--quick]` (see `benches/README.md`), which
 //! raises the open-file limit, builds the release binaries and then runs
 //! `cargo bench --bench compare -- ARGS`.
 //!
 //! # Layout
-//! - `main`: the command line, CPU pinning, the two runtimes, the report.
+//! - `main`: the command line, the two runtimes, the report's header.
+//! - `cpus`: which CPUs the proxies and the harness are pinned to.
 //! - `targets`: starting direct / Switchyard / Pingora / nginx / HAProxy.
+//! - `process`: a server run as a child process, pinned, killed on drop.
 //! - `bare`: the bare Pingora proxy, this binary run with `--serve-pingora`.
-//! - `phases`: the five workloads, in interleaved rounds.
+//! - `backend`: the static backend of workload 6 (nginx `return 200`).
+//! - `phases`: the workloads, in interleaved rounds.
 //! - `load`: the load generator (hyper client connections).
 //! - `procfs`: CPU time, memory and machine facts from `/proc`.
 //! - `samples`, `report`: percentiles, medians and the Markdown table.
@@ -20,11 +24,15 @@
 //! counter can be read directly and every proxy is measured against the
 //! very same backend. The load generator has a second runtime (threads
 //! named `loadgen`), so the CPU each uses can be read per thread. The
-//! proxies are child processes.
+//! proxies are child processes. For workload 6 a second set of them runs
+//! in front of the static backend, another child process.
 
+mod backend;
 mod bare;
+mod cpus;
 mod load;
 mod phases;
+mod process;
 mod procfs;
 mod report;
 mod samples;
@@ -37,8 +45,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchyard::mock::{MockConfig, MockServer};
+use tokio::runtime::Runtime;
 
-use load::Window;
+use backend::StaticBackend;
+use cpus::CpuPlan;
+use load::{Client, Window};
 use phases::{Bench, Plan};
 use report::Results;
 use targets::{Kind, Launch, Target};
@@ -50,11 +61,12 @@ const DEFAULT_STREAMS: u64 = 10_000;
 /// listeners, the other workloads' connections, logs.
 const FD_RESERVE: u64 = 600;
 
-/// Side-by-side benchmark of direct, Switchyard, nginx and HAProxy.
+/// Side-by-side benchmark of direct, Switchyard, Pingora, nginx and HAProxy,
+/// against a mock backend and (workload 6) a static one.
 #[derive(Debug, Parser)]
 #[command(name = "compare")]
 struct Args {
-    /// About two minutes: 2 rounds of 2 s windows, 2,000 held streams.
+    /// About 2½ minutes: 2 rounds of 2 s windows, 2,000 held streams.
     #[arg(long)]
     quick: bool,
     /// Interleaved rounds per workload [default: 3; quick: 2].
@@ -80,8 +92,13 @@ struct Args {
         default_value = "direct,switchyard,pingora,nginx,haproxy"
     )]
     targets: Vec<String>,
-    /// Workloads to run, comma-separated: 1 (with 5), 2, 3, 4.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    /// Workloads to run, comma-separated: 1 (saturation, with upstream
+    /// reuse as 5), 2 (fixed rate), 3 (SSE streams), 4 (held streams),
+    /// 6 (saturation against a static backend: nginx answering with the
+    /// mock's completion, on the harness's CPUs, so the proxy's CPU runs out
+    /// first; the targets are started a second time in front of it, and
+    /// direct is the static backend itself). 6 runs first.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,6")]
     workloads: Vec<u8>,
     /// `auto`: proxies and harness on separate CPUs when there are at least
     /// two; `off`: no pinning.
@@ -104,56 +121,6 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-/// Which CPUs the proxies and the harness get.
-struct CpuPlan {
-    /// `taskset -c` lists; `None` when not pinning.
-    proxy: Option<String>,
-    harness: Option<String>,
-    /// The same as CPU numbers, for reading `/proc/stat`.
-    proxy_cpus: Option<Vec<usize>>,
-    harness_cpus: Vec<usize>,
-    text: String,
-}
-
-impl CpuPlan {
-    /// With four CPUs or more, the proxy gets two (one per worker) and the
-    /// harness the rest. With two or three, the proxy gets the last one and
-    /// the harness the others: a proxy and the load driving it on the same
-    /// CPU would measure the scheduler more than the proxy. With one, or
-    /// `--pin off`, nothing is pinned.
-    fn new(pin: &str, cpus: &[usize]) -> CpuPlan {
-        let list = |c: &[usize]| {
-            c.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let n = cpus.len();
-        if pin == "off" || n < 2 {
-            return CpuPlan {
-                proxy: None,
-                harness: None,
-                proxy_cpus: None,
-                harness_cpus: cpus.to_vec(),
-                text: format!("not pinned; everything shares CPUs {}", list(cpus)),
-            };
-        }
-        let split = if n >= 4 { n - 2 } else { n - 1 };
-        let (harness, proxy) = cpus.split_at(split);
-        CpuPlan {
-            proxy: Some(list(proxy)),
-            harness: Some(list(harness)),
-            proxy_cpus: Some(proxy.to_vec()),
-            harness_cpus: harness.to_vec(),
-            text: format!(
-                "proxy (all its workers) on CPU {}; load generator and mock backend on CPU {}",
-                list(proxy),
-                list(harness)
-            ),
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -248,23 +215,26 @@ fn run(args: Args) -> Result<(), String> {
         workers,
     };
     let mut results = Results::default();
-    let mut running = Vec::new();
-    for kind in &kinds {
-        match Target::start(*kind, &launch) {
-            Ok(t) => running.push(t),
-            Err(e) => {
-                eprintln!("compare: skipping {}: {e}", kind.label());
-                results.note(format!(
-                    "{} skipped: {}",
-                    kind.label(),
-                    e.lines().next().unwrap_or("")
-                ));
-            }
-        }
-    }
+    let running = start_targets(&kinds, &launch, "", &mut results);
+    let static_run = if args.workloads.contains(&6) {
+        // The static backend stands in for the mock, on the same CPUs with
+        // as many workers as the mock has threads.
+        let workers = (hc / 2).max(1);
+        start_static(
+            &kinds,
+            &launch,
+            &load_rt,
+            plan_cpus.harness.as_deref(),
+            workers,
+            &mut results,
+        )
+    } else {
+        None
+    };
     let started = std::time::Instant::now();
     let results = load_rt.block_on(async {
-        for t in &running {
+        let behind_static = static_run.iter().flat_map(|(_, targets)| targets);
+        for t in running.iter().chain(behind_static) {
             if let Err(e) = load::Client::new(t.addr).probe().await {
                 return Err(format!(
                     "{} does not answer: {e}\n{}",
@@ -282,7 +252,10 @@ fn run(args: Args) -> Result<(), String> {
             results,
         };
         let w = &args.workloads;
+        // 6 first, so the figures where the proxy is the bottleneck lead
+        // the table.
         for (n, name) in [
+            (6, "saturation against the static backend"),
             (1, "saturation"),
             (2, "fixed rate"),
             (3, "streaming"),
@@ -296,6 +269,11 @@ fn run(args: Args) -> Result<(), String> {
                 started.elapsed().as_secs_f64()
             );
             match n {
+                6 => {
+                    if let Some((backend, targets)) = &static_run {
+                        bench.static_saturation(targets, backend).await;
+                    }
+                }
                 1 => bench.saturation().await,
                 2 => bench.fixed_rate().await,
                 3 => bench.streaming().await,
@@ -304,7 +282,13 @@ fn run(args: Args) -> Result<(), String> {
         }
         Ok(bench.results)
     })?;
-    let shown: Vec<Kind> = running.iter().map(|t| t.kind).collect();
+    let mut shown: Vec<Kind> = running.iter().map(|t| t.kind).collect();
+    if let Some((_, targets)) = &static_run {
+        shown.extend(targets.iter().map(|t| t.kind));
+    }
+    shown.sort();
+    shown.dedup();
+    drop(static_run);
     drop(running);
     drop(mock);
 
@@ -324,6 +308,81 @@ fn run(args: Args) -> Result<(), String> {
     std::fs::write(&args.out, &text).map_err(|e| format!("{}: {e}", args.out.display()))?;
     eprintln!("compare: written to {}", args.out.display());
     Ok(())
+}
+
+/// Starts a target of each kind; one that cannot start is skipped with a
+/// note, which starts with `prefix` (the workload, when it is only one's).
+fn start_targets(
+    kinds: &[Kind],
+    launch: &Launch,
+    prefix: &str,
+    results: &mut Results,
+) -> Vec<Target> {
+    let mut running = Vec::new();
+    for kind in kinds {
+        match Target::start(*kind, launch) {
+            Ok(t) => running.push(t),
+            Err(e) => {
+                eprintln!("compare: skipping {prefix}{}: {e}", kind.label());
+                results.note(format!(
+                    "{prefix}{} skipped: {}",
+                    kind.label(),
+                    e.lines().next().unwrap_or("")
+                ));
+            }
+        }
+    }
+    running
+}
+
+/// Workload 6's static backend, answering with the body the mock gives the
+/// load generator's request, and the targets started again in front of it,
+/// configured as for the mock. `None`, with a note, if it cannot run.
+fn start_static(
+    kinds: &[Kind],
+    launch: &Launch,
+    load_rt: &Runtime,
+    cpus: Option<&str>,
+    workers: usize,
+    results: &mut Results,
+) -> Option<(StaticBackend, Vec<Target>)> {
+    let dir = launch.dir.join("static");
+    let mock = Client::new(launch.backend);
+    let started = load_rt
+        .block_on(async {
+            Ok::<_, load::BoxError>((mock.completion().await?, mock.get("/v1/models").await?))
+        })
+        .map_err(|e| format!("the mock's answers could not be read: {e}"))
+        .and_then(|(completion, models)| {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let backend = StaticBackend::start(
+                &text(&completion),
+                &text(&models),
+                &dir.join("backend"),
+                cpus,
+                workers,
+            )?;
+            Ok((backend, completion.len()))
+        });
+    let (backend, bytes) = match started {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("compare: skipping workload 6: {e}");
+            results.note(format!("6. skipped: {}", e.lines().next().unwrap_or("")));
+            return None;
+        }
+    };
+    results.note(format!(
+        "6. Static backend: nginx `return 200` with the mock's {bytes}-byte completion, {workers} worker(s){}.",
+        cpus.map(|c| format!(", on CPU {c}")).unwrap_or_default()
+    ));
+    let launch = Launch {
+        backend: backend.addr,
+        dir: &dir,
+        ..*launch
+    };
+    let targets = start_targets(kinds, &launch, "6. ", results);
+    Some((backend, targets))
 }
 
 /// Where the `switchyard` binary is. Cargo builds the package's binaries

@@ -1,4 +1,4 @@
-//! The five workloads, each run for every target in interleaved rounds, and
+//! The workloads, each run for every target in interleaved rounds, and
 //! what is read around them.
 //!
 //! Rounds interleave targets (round 1: direct, Switchyard, nginx, HAProxy;
@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard::mock::{MockServer, MockStats};
-use tokio::time::{sleep, Instant};
 
 use crate::load::{self, Client, Window};
-use crate::procfs;
 use crate::report::{Ratios, Results};
 use crate::targets::{Kind, Target};
 
 mod hold;
+mod saturation;
+
+use saturation::SAT;
 
 /// Closed-loop connections for saturation and the fixed-rate workload.
 pub const CONNS: usize = 64;
@@ -30,17 +31,6 @@ const SSE_CONNS: usize = 64;
 /// Mock timings per workload: (time to first token, token gap, tokens).
 const SMALL: (Duration, Duration, usize) = (Duration::ZERO, Duration::ZERO, 1);
 const SSE: (Duration, Duration, usize) = (Duration::from_millis(50), Duration::from_millis(20), 20);
-
-/// Rows of workload 1, declared up front so they keep this order.
-const SAT: &str = "1. Saturation, 64 conns (req/s)";
-const SAT_P50: &str = "1. Latency p50 at saturation (ms)";
-const PROXY_CPU: &str = "1. Proxy CPU per request (µs)";
-const PROXY_BUSY: &str = "1. Proxy's CPU busy (%, /proc/stat)";
-const HARNESS_BUSY: &str = "1. Harness CPUs busy: loadgen + mock + kernel (%, /proc/stat)";
-const LOADGEN_PCT: &str = "1. Load generator threads (% of one CPU)";
-const LOADGEN_CPU: &str = "1. Load generator CPU per request (µs)";
-const MOCK_CPU: &str = "1. Mock backend CPU per request (µs)";
-const SAT_ERRORS: &str = "1. Errors in saturation window";
 
 /// How the run is sized.
 #[derive(Debug, Clone)]
@@ -62,26 +52,6 @@ pub struct Plan {
     pub workers: usize,
 }
 
-/// Counters read at the edges of a measured window.
-#[derive(Debug, Clone, Copy)]
-struct Snapshot {
-    at: Instant,
-    proxy: u64,
-    loadgen: u64,
-    mock: u64,
-    accepts: u64,
-    requests: u64,
-    /// Busy and total ticks of the harness's CPUs, then of the proxy's.
-    harness_cpus: (u64, u64),
-    proxy_cpus: (u64, u64),
-}
-
-/// Percentage busy between two `/proc/stat` readings.
-fn busy_pct(a: (u64, u64), b: (u64, u64)) -> f64 {
-    let total = b.1.saturating_sub(a.1);
-    100.0 * b.0.saturating_sub(a.0) as f64 / total.max(1) as f64
-}
-
 /// Everything the workloads share.
 pub struct Bench<'a> {
     pub plan: Plan,
@@ -93,151 +63,17 @@ pub struct Bench<'a> {
 }
 
 impl<'a> Bench<'a> {
-    fn snapshot(&self, target: &Target) -> Snapshot {
-        Snapshot {
-            at: Instant::now(),
-            proxy: target.cpu_ticks(),
-            loadgen: procfs::own_thread_ticks("loadgen"),
-            mock: procfs::own_thread_ticks("mock"),
-            accepts: self.stats.connections(),
-            requests: self.stats.api_requests(),
-            harness_cpus: procfs::cpus_busy(&self.plan.harness_cpus),
-            proxy_cpus: self
-                .plan
-                .proxy_cpus
-                .as_deref()
-                .map_or((0, 0), procfs::cpus_busy),
-        }
-    }
-
     fn timing(&self, (ttft, gap, tokens): (Duration, Duration, usize)) {
         self.mock.set_timing(ttft, gap, tokens);
     }
 
     /// Targets in the order of round `r`.
     fn order(&self, r: usize) -> Vec<&'a Target> {
-        let targets: &'a [Target] = self.targets;
-        let n = targets.len().max(1);
-        (0..targets.len()).map(|i| &targets[(i + r) % n]).collect()
+        order(self.targets, r)
     }
 
     fn add(&mut self, name: &str, decimals: usize, ratios: Ratios, kind: Kind, v: f64) {
         self.results.add(name, decimals, ratios, kind, v);
-    }
-
-    /// Workloads 1 and 5: closed-loop saturation; proxy CPU per request;
-    /// harness CPU; backend accepts per request.
-    pub async fn saturation(&mut self) {
-        self.timing(SMALL);
-        let w = self.plan.window;
-        let secs = w.measure.as_secs_f64();
-        for name in [
-            SAT,
-            SAT_P50,
-            PROXY_CPU,
-            PROXY_BUSY,
-            HARNESS_BUSY,
-            LOADGEN_PCT,
-            LOADGEN_CPU,
-            MOCK_CPU,
-            SAT_ERRORS,
-        ] {
-            self.results.declare(name);
-        }
-        for r in 0..self.plan.rounds {
-            for t in self.order(r) {
-                let client = Client::new(t.addr);
-                let first = self.snapshot(t);
-                let run = tokio::spawn(async move { load::closed_loop(&client, CONNS, w).await });
-                sleep(w.warmup).await;
-                let s0 = self.snapshot(t);
-                sleep(w.measure).await;
-                let s1 = self.snapshot(t);
-                let mut out = run.await.unwrap_or_default();
-                let last = self.snapshot(t);
-                let k = t.kind;
-                let n = out.ok.max(1) as f64;
-                let tps = self.ticks_per_sec;
-                let cpu = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / tps;
-                let wall = (s1.at - s0.at).as_secs_f64();
-                let busy = busy_pct(s0.harness_cpus, s1.harness_cpus);
-                self.add(SAT, 0, Ratios::Both, k, out.ok as f64 / secs);
-                if k != Kind::Direct {
-                    self.add(
-                        PROXY_CPU,
-                        1,
-                        Ratios::BetweenProxies,
-                        k,
-                        cpu(s0.proxy, s1.proxy) * 1e6 / n,
-                    );
-                }
-                if self.plan.proxy_cpus.is_some() && k != Kind::Direct {
-                    self.add(
-                        PROXY_BUSY,
-                        0,
-                        Ratios::None,
-                        k,
-                        busy_pct(s0.proxy_cpus, s1.proxy_cpus),
-                    );
-                }
-                self.add(HARNESS_BUSY, 0, Ratios::None, k, busy);
-                self.add(
-                    LOADGEN_PCT,
-                    0,
-                    Ratios::None,
-                    k,
-                    100.0 * cpu(s0.loadgen, s1.loadgen) / wall,
-                );
-                self.add(
-                    LOADGEN_CPU,
-                    1,
-                    Ratios::None,
-                    k,
-                    cpu(s0.loadgen, s1.loadgen) * 1e6 / n,
-                );
-                self.add(
-                    MOCK_CPU,
-                    1,
-                    Ratios::None,
-                    k,
-                    cpu(s0.mock, s1.mock) * 1e6 / n,
-                );
-                self.add(SAT_ERRORS, 0, Ratios::None, k, out.errors as f64);
-                let proxy_busy = busy_pct(s0.proxy_cpus, s1.proxy_cpus);
-                let p50 = out.latencies.percentile_ms(50.0).unwrap_or(f64::NAN);
-                self.add(SAT_P50, 2, Ratios::Both, k, p50);
-                if r == 0 && busy < 90.0 && (self.plan.proxy_cpus.is_none() || proxy_busy < 90.0) {
-                    self.results.note(format!(
-                        "{}: in saturation round {} no CPU was saturated (harness {busy:.0}%{}), so its req/s is bounded by latency ({CONNS} connections ÷ {:.2} ms per request), which includes the mock's own response time.",
-                        k.label(), r + 1,
-                        if k == Kind::Direct || self.plan.proxy_cpus.is_none() { String::new() } else { format!(", proxy {proxy_busy:.0}%") },
-                        p50,
-                    ));
-                }
-                if r == 0 && busy > 90.0 && k != Kind::Direct {
-                    self.results.note(format!(
-                        "{}: the harness CPUs were {busy:.0}% busy in saturation round {}, so its req/s may be capped by the load generator and mock rather than by the proxy; compare CPU per request instead.",
-                        k.label(), r + 1
-                    ));
-                }
-                let accepts = last.accepts.saturating_sub(first.accepts) as f64;
-                let reqs = last.requests.saturating_sub(first.requests).max(1) as f64;
-                self.add(
-                    "5. Backend accepts per 1,000 requests (saturation incl. warm-up)",
-                    3,
-                    Ratios::None,
-                    k,
-                    1000.0 * accepts / reqs,
-                );
-                self.add(
-                    "5. Backend accepts, saturation run",
-                    0,
-                    Ratios::None,
-                    k,
-                    accepts,
-                );
-            }
-        }
     }
 
     /// Workload 2: open loop at half of Switchyard's saturation; latency
@@ -379,6 +215,12 @@ impl<'a> Bench<'a> {
             }
         }
     }
+}
+
+/// `targets` in the order of round `r`: each round starts one further along.
+fn order(targets: &[Target], r: usize) -> Vec<&Target> {
+    let n = targets.len().max(1);
+    (0..targets.len()).map(|i| &targets[(i + r) % n]).collect()
 }
 
 fn median_u32(v: &[u32]) -> f64 {

@@ -11,17 +11,12 @@
 //! (nginx's 1,000-request keep-alive limit, HAProxy's default connection
 //! cap), the configuration says so next to the setting.
 
-use std::fmt::Write as _;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
 
+use crate::process::{check, find_program, free_port, write, Server, Spawn};
 use crate::procfs;
-
-/// How long a proxy may take to start listening before it counts as failed.
-const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -83,9 +78,7 @@ pub struct Target {
     /// Where clients connect.
     pub addr: SocketAddr,
     /// The proxy's process; `None` for direct.
-    child: Option<Child>,
-    /// The proxy's stderr/error log, shown when it fails.
-    log: Option<PathBuf>,
+    server: Option<Server>,
     /// Resident memory once listening, before any load, KiB.
     pub rss_at_start: u64,
 }
@@ -95,8 +88,7 @@ impl Target {
         Target {
             kind: Kind::Direct,
             addr: backend,
-            child: None,
-            log: None,
+            server: None,
             rss_at_start: 0,
         }
     }
@@ -106,45 +98,27 @@ impl Target {
         let addr = free_port()?;
         let dir = launch.dir.join(kind.label().to_ascii_lowercase());
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let (program, args, log) = match kind {
+        let spawn = match kind {
             Kind::Direct => return Ok(Target::direct(launch.backend)),
             Kind::Switchyard => switchyard(addr, &dir, launch)?,
             Kind::Pingora => pingora(addr, &dir, launch)?,
             Kind::Nginx => nginx(addr, &dir, launch)?,
             Kind::Haproxy => haproxy(addr, &dir, launch)?,
         };
-        let mut cmd = match launch.cpus {
-            Some(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", cpus]).arg(&program);
-                c
-            }
-            None => Command::new(&program),
-        };
-        let stderr = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        cmd.args(&args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let server = Server::start(addr, spawn, launch.cpus)?;
         let mut target = Target {
             kind,
             addr,
-            child: Some(child),
-            log: Some(log),
+            server: Some(server),
             rss_at_start: 0,
         };
-        target.wait_listening()?;
         target.rss_at_start = target.rss_kib();
         Ok(target)
     }
 
     /// The proxy's pid (nginx: the master's).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.server.as_ref().map(Server::pid)
     }
 
     /// CPU ticks of the proxy and its workers; 0 for direct.
@@ -164,96 +138,11 @@ impl Target {
 
     /// The last lines of the proxy's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let Some(log) = &self.log else {
-            return String::new();
-        };
-        let text = fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(8)..].join("\n")
+        self.server
+            .as_ref()
+            .map(Server::log_tail)
+            .unwrap_or_default()
     }
-
-    fn wait_listening(&mut self) -> Result<(), String> {
-        let until = Instant::now() + START_TIMEOUT;
-        while Instant::now() < until {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("exited at start ({status}):\n{}", self.log_tail()));
-                }
-            }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!(
-            "not listening on {} after {START_TIMEOUT:?}:\n{}",
-            self.addr,
-            self.log_tail()
-        ))
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Workers first found, then the master killed, then the workers:
-            // killing a worker first would only make nginx's master respawn it.
-            let workers = procfs::children(child.id());
-            let _ = child.kill();
-            let _ = child.wait();
-            for pid in workers {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
-}
-
-/// A free port on 127.0.0.1. Another process could take it before the proxy
-/// binds it; on a benchmark machine that race is not worth more code.
-fn free_port() -> Result<SocketAddr, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
-/// `program`, if it is on the PATH or given as a path that exists.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let p = Path::new(name);
-    if p.components().count() > 1 {
-        return p.is_file().then(|| p.to_path_buf());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-type Spawn = (PathBuf, Vec<String>, PathBuf);
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Runs a configuration check (`-t`/`-c`) and turns a failure into the skip
-/// message, so a bad configuration is reported as such and not as a proxy
-/// that never started listening.
-fn check(program: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let mut msg = format!("configuration check failed ({}):", out.status);
-    for stream in [&out.stdout, &out.stderr] {
-        let _ = write!(msg, "\n{}", String::from_utf8_lossy(stream).trim());
-    }
-    Err(msg)
 }
 
 fn switchyard(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String> {
