@@ -135,10 +135,7 @@ async fn a_stream_that_dies_ends_with_an_error_in_its_own_format() {
             stream_chunks(&client(), &proxy.url("/v1/chat/completions"), SSE).await;
         assert_eq!(status, 200);
         let text = body_text(&chunks);
-        let events: Vec<&str> = text
-            .split("\n\n")
-            .filter(|e| !e.trim().is_empty())
-            .collect();
+        let events = sse_events(&text);
         assert_eq!(events.len(), 4, "{failure}: {text}");
         for event in &events {
             let json = event.strip_prefix("data: ").expect("a data event");
@@ -171,10 +168,7 @@ async fn a_stream_that_dies_ends_with_an_error_in_its_own_format() {
         let (status, chunks) = stream_chunks(&client(), &proxy.url("/v1/messages"), body).await;
         assert_eq!(status, 200);
         let text = body_text(&chunks);
-        let events: Vec<&str> = text
-            .split("\n\n")
-            .filter(|e| !e.trim().is_empty())
-            .collect();
+        let events = sse_events(&text);
         let deltas = events
             .iter()
             .filter(|e| e.starts_with("event: content_block_delta\n"))
@@ -189,6 +183,13 @@ async fn a_stream_that_dies_ends_with_an_error_in_its_own_format() {
         assert_eq!(v["error"]["type"], "api_error", "{text}");
         assert!(!text.contains("message_stop"), "{text}");
     }
+}
+
+/// The events of an SSE body, without the blank lines between them.
+fn sse_events(text: &str) -> Vec<&str> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .collect()
 }
 
 fn timeouts_pool(

@@ -18,8 +18,9 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::process::{check, find_program, free_port, write, Server};
+use crate::process::{find_program, free_port, Server};
 use crate::procfs;
+use crate::targets::nginx_spawn;
 
 /// nginx serving one fixed completion on 127.0.0.1. Dropping it stops it.
 pub struct StaticBackend {
@@ -75,23 +76,8 @@ http {{
             completion = quote(completion)?,
             models = quote(models)?,
         );
-        write(&conf, &text)?;
-        let prefix = format!("{d}/");
-        let conf_s = conf.display().to_string();
-        let err_log = format!("{d}/error.log");
-        check(
-            &program,
-            &["-t", "-q", "-p", &prefix, "-c", &conf_s, "-e", &err_log],
-        )?;
-        let args = vec![
-            "-p".into(),
-            prefix,
-            "-c".into(),
-            conf_s,
-            "-e".into(),
-            err_log,
-        ];
-        let server = Server::start(addr, (program, args, dir.join("error.log")), cpus)?;
+        let spawn = nginx_spawn(program, dir, &conf, &text)?;
+        let server = Server::start(addr, spawn, cpus)?;
         Ok(StaticBackend { addr, server })
     }
 

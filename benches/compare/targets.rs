@@ -13,7 +13,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::process::{check, find_program, free_port, write, Server, Spawn};
 use crate::procfs;
@@ -245,23 +245,24 @@ http {{
         backend = launch.backend,
         workers = launch.workers,
     );
-    write(&conf, &text)?;
-    let prefix = format!("{d}/");
+    nginx_spawn(program, dir, &conf, &text)
+}
+
+/// Writes an nginx configuration to `conf`, has nginx check it, and returns
+/// how to run it with `dir` as its prefix and error log: for the nginx
+/// proxy target and the static backend alike.
+pub fn nginx_spawn(program: PathBuf, dir: &Path, conf: &Path, text: &str) -> Result<Spawn, String> {
+    write(conf, text)?;
+    let prefix = format!("{}/", dir.display());
     let conf_s = conf.display().to_string();
-    let err_log = format!("{d}/error.log");
+    let err_log = dir.join("error.log");
+    let err_s = err_log.display().to_string();
     check(
         &program,
-        &["-t", "-q", "-p", &prefix, "-c", &conf_s, "-e", &err_log],
+        &["-t", "-q", "-p", &prefix, "-c", &conf_s, "-e", &err_s],
     )?;
-    let args = vec![
-        "-p".into(),
-        prefix,
-        "-c".into(),
-        conf_s,
-        "-e".into(),
-        err_log,
-    ];
-    Ok((program, args, dir.join("error.log")))
+    let args = vec!["-p".into(), prefix, "-c".into(), conf_s, "-e".into(), err_s];
+    Ok((program, args, err_log))
 }
 
 fn haproxy(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String> {
