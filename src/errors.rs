@@ -7,10 +7,18 @@
 //! requests to Ollama's API (`/api/*`), whose clients read only that. The
 //! public contract of Switchyard's own errors can be read in this file.
 //!
+//! Every answer to a request carries the request's id, in the
+//! `x-request-id` header and in the body, where each API's clients read on
+//! past members they do not know: `error.request_id` in OpenAI's shape, a
+//! top-level `request_id` in Ollama's and Anthropic's (where Anthropic's own
+//! API puts it). Answers the connection layer writes before a request
+//! exists have none.
+//!
 //! It is shared by the connection layer (`edge`), which answers before any
 //! request exists, and the proxy, where a refusal travels to
 //! `fail_to_proxy` as the cause of the Pingora error that ends the request.
 
+use crate::forwarding::REQUEST_ID_HEADER;
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -184,9 +192,10 @@ impl Refusal {
         .then_some(1)
     }
 
-    /// The body, in `shape`.
-    pub fn body(&self, shape: Shape) -> Bytes {
-        let body = match shape {
+    /// The body, in `shape`, naming the request by `request_id` when there
+    /// is one.
+    pub fn body(&self, shape: Shape, request_id: Option<&str>) -> Bytes {
+        let mut body = match shape {
             Shape::OpenAi => serde_json::json!({
                 "error": {
                     "message": self.to_string(),
@@ -200,15 +209,22 @@ impl Refusal {
                 "error": { "type": self.anthropic_kind(), "message": self.to_string() }
             }),
         };
+        if let Some(id) = request_id {
+            let at = match shape {
+                Shape::OpenAi => &mut body["error"],
+                Shape::Ollama | Shape::Anthropic => &mut body,
+            };
+            at["request_id"] = id.into();
+        }
         Bytes::from(body.to_string())
     }
 
     /// The whole response as HTTP/1.1 bytes, for answers written straight
     /// to a client connection outside Pingora's HTTP layer (a refused
-    /// connection, a header too large or too slow). The connection closes
-    /// after it.
+    /// connection, a header too large or too slow), before any request has
+    /// an id. The connection closes after it.
     pub fn raw_response(&self, shape: Shape) -> Bytes {
-        let body = self.body(shape);
+        let body = self.body(shape, None);
         let status = self.status();
         let reason = http::StatusCode::from_u16(status)
             .ok()
@@ -234,7 +250,8 @@ impl Refusal {
     pub async fn send(&self, session: &mut Session) -> pingora_error::Result<()> {
         session.set_keepalive(None);
         let shape = Shape::for_path(session.req_header().uri.path());
-        send_json(session, self.status(), self.body(shape), self.retry_after()).await
+        let body = self.body(shape, request_id(session));
+        send_json(session, self.status(), body, self.retry_after()).await
     }
 
     /// A Pingora error that ends the request, carrying this refusal as its
@@ -254,7 +271,16 @@ impl Refusal {
     }
 }
 
-/// Writes a complete JSON response answered by Switchyard itself.
+/// The id of the request in `session`. The proxy sets the request's
+/// `x-request-id` to its id as soon as the header is read
+/// ([`crate::forwarding::Origin::read`]), so every answer reads it there.
+pub fn request_id(session: &Session) -> Option<&str> {
+    let id = session.req_header().headers.get(REQUEST_ID_HEADER)?;
+    id.to_str().ok()
+}
+
+/// Writes a complete JSON response answered by Switchyard itself, with the
+/// request's id.
 pub async fn send_json(
     session: &mut Session,
     status: u16,
@@ -266,6 +292,9 @@ pub async fn send_json(
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     if let Some(secs) = retry_after {
         header.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+    }
+    if let Some(id) = request_id(session) {
+        header.insert_header(REQUEST_ID_HEADER, id)?;
     }
     session
         .write_response_header(Box::new(header), false)
@@ -280,11 +309,11 @@ mod tests {
     #[test]
     fn openai_and_ollama_shapes() {
         let r = Refusal::NoRoute { path: "/x".into() };
-        let v: serde_json::Value = serde_json::from_slice(&r.body(Shape::OpenAi)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body(Shape::OpenAi, None)).unwrap();
         assert_eq!(v["error"]["message"], "no route matches /x");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "no_route");
-        let v: serde_json::Value = serde_json::from_slice(&r.body(Shape::Ollama)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body(Shape::Ollama, None)).unwrap();
         assert_eq!(v["error"], "no route matches /x");
         assert_eq!(Shape::for_path("/api/chat"), Shape::Ollama);
         assert_eq!(Shape::for_path("/apix"), Shape::OpenAi);
@@ -295,10 +324,30 @@ mod tests {
             Shape::Anthropic
         );
         let r = Refusal::ModelNotFound { model: "x".into() };
-        let v: serde_json::Value = serde_json::from_slice(&r.body(Shape::Anthropic)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body(Shape::Anthropic, None)).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "not_found_error");
         assert!(v["error"]["message"].as_str().unwrap().contains("'x'"));
+    }
+
+    #[test]
+    fn bodies_name_the_request_where_each_api_reads_on() {
+        let r = Refusal::ModelRequired;
+        let body = |shape| {
+            serde_json::from_slice::<serde_json::Value>(&r.body(shape, Some("req-7"))).unwrap()
+        };
+        let v = body(Shape::OpenAi);
+        assert_eq!(v["error"]["request_id"], "req-7");
+        assert_eq!(v["error"]["code"], "model_required");
+        assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+        let v = body(Shape::Ollama);
+        assert_eq!(v["request_id"], "req-7");
+        assert_eq!(v["error"], "the request body has no \"model\"");
+        let v = body(Shape::Anthropic);
+        assert_eq!(v["request_id"], "req-7");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        let v: serde_json::Value = serde_json::from_slice(&r.body(Shape::Ollama, None)).unwrap();
+        assert!(v.get("request_id").is_none(), "{v}");
     }
 
     #[test]

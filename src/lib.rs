@@ -11,6 +11,8 @@
 //! - [`background`]: health checks and model discovery, run beside the proxy.
 //! - [`models`]: which backend serves which model; the request's model.
 //! - [`edge`]: client connections: their count, header and keep-alive limits.
+//! - [`forwarding`]: who a request is from: its id, its client's address
+//!   behind trusted proxies, and the `X-Forwarded-*` headers.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`errors`]: the answers Switchyard gives itself, as OpenAI-style JSON.
 //! - [`metrics`]: the counters Switchyard keeps, passed in by `Arc`.
@@ -32,6 +34,7 @@ pub mod config;
 pub mod demo;
 pub(crate) mod edge;
 pub(crate) mod errors;
+pub(crate) mod forwarding;
 pub(crate) mod health;
 pub mod lifecycle;
 pub mod logging;

@@ -5,6 +5,7 @@
 //! the reload path only ever see these types, never the file format.
 
 pub use crate::balance::queue::QueueSpec;
+pub use crate::forwarding::TrustedProxies;
 pub use crate::health::circuit::CircuitSpec;
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -42,8 +43,9 @@ impl Config {
 
 /// `server:`. Most are applied at start (or binary upgrade); a reload that
 /// changes them warns and keeps the running values. `max_request_body`,
-/// `timeouts`, `max_header_size` and `max_connections` are read per
-/// connection or per request, so a reload applies them to new ones.
+/// `timeouts`, `max_header_size`, `max_connections`, `expose_backend` and
+/// `trusted_proxies` are read per connection or per request, so a reload
+/// applies them to new ones.
 /// Defaults and ranges: [`crate::config::validate::server`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
@@ -83,6 +85,15 @@ pub struct ServerSettings {
     /// Client connections open at once; beyond it a new connection gets a
     /// 503 and is closed. Default 16384.
     pub max_connections: usize,
+    /// Whether proxied responses name their backend (`x-switchyard-backend`)
+    /// and the backends tried (`x-switchyard-attempts`). Default on; off
+    /// for an edge facing the public, which need not learn the fleet's
+    /// layout.
+    pub expose_backend: bool,
+    /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed: the
+    /// load balancers or CDN in front. Default none: every peer is the
+    /// client, and what it claims is replaced.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// `server.timeouts`: how long Switchyard waits on a client, so that a slow

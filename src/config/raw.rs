@@ -46,6 +46,8 @@ pub struct RawServer {
     pub timeouts: Option<RawClientTimeouts>,
     pub max_header_size: Option<String>,
     pub max_connections: Option<usize>,
+    pub expose_backend: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `server.timeouts:`: how long to wait on clients.

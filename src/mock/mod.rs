@@ -68,7 +68,8 @@
 //! - `openai`, `responses`, `anthropic`, `ollama`: the wire formats.
 //! - `catalog`: what the mock says about a model (size, family, digest).
 //! - `body`: whole bodies and token streams paced by timers.
-//! - [`stats`]: [`MockStats`], what the server has seen.
+//! - [`stats`]: [`MockStats`], what the server has seen, including the
+//!   body and header of the last POST, to check what a proxy forwarded.
 
 mod anthropic;
 mod body;

@@ -80,7 +80,8 @@ pub(crate) async fn handle(
     let in_flight = backend.stats.request(&path);
     let cfg = backend.config.load_full();
 
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let (head, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             let too_large = Rejection {
@@ -100,7 +101,7 @@ pub(crate) async fn handle(
             .and_then(|v| v.get("model"));
         backend
             .stats
-            .record_post(body, model.and_then(Value::as_str));
+            .record_post(body, model.and_then(Value::as_str), head.headers);
     }
 
     match cfg.failure {

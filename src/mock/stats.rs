@@ -1,7 +1,7 @@
 //! What a mock backend has seen, for tests to assert on.
 //!
-//! Lock-free on purpose: counters are atomics and the last body and model
-//! live in `ArcSwap`s, so reading stats from a test never contends with the
+//! Lock-free on purpose: counters are atomics and the last body, model and
+//! header live in `ArcSwap`s, so reading stats from a test never contends with the
 //! server and no `std::sync::Mutex` is needed. Per-path counts use a fixed
 //! table of the paths the mock knows, plus one bucket for everything else.
 
@@ -63,6 +63,10 @@ pub struct MockStats {
     last_body: ArcSwap<Bytes>,
     /// `model` named by the last POST body that named one.
     last_model: ArcSwapOption<String>,
+    /// The header of the last POST, to check what the proxy added to or
+    /// removed from the request. Only POSTs: health checks and model
+    /// discovery, which come on their own timers, would overwrite it.
+    last_headers: ArcSwap<http::HeaderMap>,
 }
 
 impl MockStats {
@@ -138,6 +142,11 @@ impl MockStats {
         self.last_model.load_full().map(|m| m.as_ref().clone())
     }
 
+    /// The header fields of the last POST request (empty before the first).
+    pub fn last_headers(&self) -> http::HeaderMap {
+        http::HeaderMap::clone(&self.last_headers.load())
+    }
+
     /// Counts a request on arrival; the guard keeps it in flight until dropped.
     pub(crate) fn request(self: &Arc<Self>, path: &str) -> InFlight {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -153,8 +162,9 @@ impl MockStats {
         self.connections.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_post(&self, body: Bytes, model: Option<&str>) {
+    pub(crate) fn record_post(&self, body: Bytes, model: Option<&str>, headers: http::HeaderMap) {
         self.last_body.store(Arc::new(body));
+        self.last_headers.store(Arc::new(headers));
         if let Some(m) = model {
             self.last_model.store(Some(Arc::new(m.to_string())));
         }

@@ -293,6 +293,8 @@ async fn answers_completions_and_rejects_bad_requests() {
     let stats = mock.stats();
     assert_eq!(stats.last_model().as_deref(), Some("qwen2.5"));
     assert_eq!(stats.last_body(), body.to_string().as_bytes());
+    assert_eq!(stats.last_headers()["host"], "mock");
+    assert_eq!(stats.last_headers()["content-type"], "application/json");
 
     let (head, err) = c
         .json("POST", "/v1/completions", Some(json!({"model": "gpt-9"})))

@@ -130,8 +130,14 @@ fn choose_once(
     // Backends whose slot or half-open probe another request took between
     // selection and acquisition.
     let mut skip = Vec::new();
+    let client = ctx.client_ip();
     loop {
-        match pick(&|model| key_of(session, pool, model), ctx, pool, &skip) {
+        match pick(
+            &|model| key_of(session, pool, client, model),
+            ctx,
+            pool,
+            &skip,
+        ) {
             Outcome::Chosen(up, model) => {
                 let Some(slot) = up.in_flight.try_acquire(up.spec.max_in_flight) else {
                     skip.push(up.spec.addr);
@@ -214,12 +220,14 @@ fn pick(
     )))
 }
 
-/// The bytes the pool's `consistent_hash` places this request by.
-fn key_of(session: &Session, pool: &Pool, model: Option<&str>) -> Vec<u8> {
-    let client = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
+/// The bytes the pool's `consistent_hash` places this request by; `client`
+/// is the client's address behind any trusted proxies.
+fn key_of(
+    session: &Session,
+    pool: &Pool,
+    client: Option<std::net::IpAddr>,
+    model: Option<&str>,
+) -> Vec<u8> {
     routing::hash_key(&pool.spec.strategy, session.req_header(), client, model)
 }
 

@@ -3,11 +3,12 @@
 use super::attempt::{Attempt, Verdict};
 use super::framing::{Framer, StreamFormat};
 use crate::balance::pool::Pool;
+use crate::forwarding::Origin;
 use crate::lifecycle::drain::RequestGuard;
 use crate::models::scan;
 use crate::state::Snapshot;
 use bytes::Bytes;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// Per-request state.
@@ -40,6 +41,9 @@ pub struct RequestCtx {
     pub(super) body_bytes: usize,
     /// The unfinished event of a streamed response, held back.
     pub(super) framer: Framer,
+    /// The request's id and client address, read once when its header
+    /// arrives (`early_request_filter`); `None` only before that.
+    pub(super) origin: Option<Origin>,
 }
 
 impl RequestCtx {
@@ -60,6 +64,7 @@ impl RequestCtx {
             max_body: usize::MAX,
             body_bytes: 0,
             framer: Framer::default(),
+            origin: None,
         }
     }
 
@@ -81,6 +86,27 @@ impl RequestCtx {
     /// Whether the current attempt's watchdog cut its backend off.
     pub(super) fn timed_out(&self) -> bool {
         self.attempt.as_ref().is_some_and(|a| a.timed_out())
+    }
+}
+
+impl RequestCtx {
+    /// The request's id, as sent to the backend and the client.
+    pub(super) fn request_id(&self) -> Option<&str> {
+        self.origin.as_ref().map(|o| o.request_id.as_str())
+    }
+
+    /// The client's address, behind any trusted proxies: what `client_ip`
+    /// hashes, and what the logs name.
+    pub(super) fn client_ip(&self) -> Option<IpAddr> {
+        self.origin.as_ref()?.client_ip
+    }
+
+    /// Whether the client may learn which backend served it (or failed):
+    /// `server.expose_backend` of the request's snapshot.
+    pub(super) fn expose_backend(&self) -> bool {
+        self.snapshot
+            .as_ref()
+            .is_none_or(|s| s.config.server.expose_backend)
     }
 }
 

@@ -40,6 +40,7 @@ pub use policy::Via;
 
 use crate::edge;
 use crate::errors::{Refusal, Shape};
+use crate::forwarding::{self, Origin};
 use crate::lifecycle::drain::Requests;
 use crate::metrics::Metrics;
 use crate::models::lists::ListCache;
@@ -106,13 +107,16 @@ impl ProxyHttp for Switchyard {
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         // The header has been read: the connection layer stops holding the
         // client to header limits, and lets the response through.
         if let Some(conn) = edge::conn_of(session) {
             conn.request_started();
         }
+        // Who the request is from, before anything can answer it.
+        let trusted = &self.state.load().config.server.trusted_proxies;
+        ctx.origin = Some(Origin::read(session, trusted)?);
         Ok(())
     }
 
@@ -237,6 +241,9 @@ impl ProxyHttp for Switchyard {
         // backends and redirects their outgoing requests.
         upstream_request.remove_header("proxy");
         upstream_request.append_header(http::header::VIA, self.via.entry())?;
+        if let Some(origin) = &ctx.origin {
+            forwarding::headers::to_backend(origin, upstream_request)?;
+        }
         if ctx.body.is_some() {
             // Switchyard has read the body (and answered `100 Continue`
             // itself): the backend gets it whole, with nothing to confirm.
@@ -298,8 +305,15 @@ impl ProxyHttp for Switchyard {
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let backend = match &ctx.attempt {
+            Some(attempt) if ctx.expose_backend() => {
+                Some((attempt.upstream.spec.name.as_str(), ctx.tried.len()))
+            }
+            _ => None,
+        };
+        forwarding::headers::to_client(response, ctx.request_id(), backend)?;
         if session.req_header().version == http::Version::HTTP_10 {
             // HTTP/1.0 has no chunked encoding: a body of unknown length
             // ends with the connection.
@@ -455,7 +469,7 @@ impl ProxyHttp for Switchyard {
         if let Some(attempt) = &mut ctx.attempt {
             attempt.stop_watching();
         }
-        let refusal = refusal_for(e, timed_out, ctx.pool_name());
+        let refusal = refusal_for(e, timed_out, ctx.pool_name(), ctx.expose_backend());
         let code = match refusal {
             Some(refusal) if session.response_written().is_none() => {
                 if let Err(write) = refusal.send(session).await {
@@ -469,7 +483,7 @@ impl ProxyHttp for Switchyard {
                 // truncation that could pass for a finished answer.
                 if let Some(format) = ctx.stream {
                     let shape = Shape::for_path(session.req_header().uri.path());
-                    let event = failure::terminal_event(format, shape, &refusal);
+                    let event = failure::terminal_event(format, shape, &refusal, ctx.request_id());
                     if let Err(write) = session.write_response_body(Some(event), true).await {
                         debug!("could not end the stream with an error: {write}");
                     }

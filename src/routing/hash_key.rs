@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 /// The bytes a pool with `strategy` hashes for this request; empty for the
 /// other strategies, and when the request lacks the key (such requests all
-/// share one spot on the ring).
+/// share one spot on the ring). `client` is the client's address behind any
+/// trusted proxies (`crate::forwarding`), so that a client cannot choose its
+/// own spot with an `X-Forwarded-For` of its making.
 pub fn hash_key(
     strategy: &Strategy,
     req: &RequestHeader,

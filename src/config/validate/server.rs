@@ -2,10 +2,11 @@
 //! limits on clients (timeouts, header and body sizes, connections).
 
 use super::Errors;
-use crate::config::model::{ClientTimeouts, ServerSettings};
+use crate::config::model::{ClientTimeouts, ServerSettings, TrustedProxies};
 use crate::config::raw::{RawClientTimeouts, RawServer};
+use ipnet::IpNet;
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -111,6 +112,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16384;
 /// 1,048,576 by default, so a million connections is the most it could hold.
 pub const MAX_CONNECTIONS: RangeInclusive<usize> = 1..=1_000_000;
 
+/// Entries of `server.trusted_proxies`. Each hop of an `X-Forwarded-For`
+/// from a trusted peer is compared with every entry; CDNs publish their
+/// edge networks as tens to a few hundred ranges, so a thousand covers two
+/// of them with room to spare while bounding that work.
+pub const MAX_TRUSTED_PROXIES: usize = 1024;
+
 pub(super) fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
     let default_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     ServerSettings {
@@ -159,6 +166,8 @@ pub(super) fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
             DEFAULT_MAX_CONNECTIONS,
             &MAX_CONNECTIONS,
         ),
+        expose_backend: raw.expose_backend.unwrap_or(true),
+        trusted_proxies: trusted_proxies(errors, raw.trusted_proxies),
     }
 }
 
@@ -187,6 +196,57 @@ fn listen(errors: &mut Errors, raw: Option<Vec<String>>) -> Vec<SocketAddr> {
         }
     }
     listen
+}
+
+fn trusted_proxies(errors: &mut Errors, raw: Option<Vec<String>>) -> TrustedProxies {
+    const KEY: &str = "server.trusted_proxies";
+    errors.mistyped(KEY, || {
+        "a list of networks such as [\"10.0.0.0/8\", \"fd00::/8\"]".into()
+    });
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_TRUSTED_PROXIES {
+        let n = raw.len();
+        errors.push(
+            KEY,
+            format!("has {n} entries, more than the maximum {MAX_TRUSTED_PROXIES}"),
+        );
+    }
+    let mut nets = Vec::new();
+    for (i, text) in raw.iter().enumerate() {
+        match trusted_net(text) {
+            Ok(net) => nets.push(net),
+            Err(why) => errors.push(format!("{KEY}[{i}]"), why),
+        }
+    }
+    TrustedProxies::new(nets)
+}
+
+/// One entry: a network (`10.0.0.0/8`, `2001:db8::/32`) or one address,
+/// which stands for itself alone.
+fn trusted_net(text: &str) -> Result<IpNet, String> {
+    let trimmed = text.trim();
+    if let Ok(ip) = trimmed.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    let net: IpNet = trimmed.parse().map_err(|_| {
+        format!(
+            "{text:?} is not a network (an address and a prefix length, such as \
+             \"10.0.0.0/8\" or \"fd00::/8\") or an address"
+        )
+    })?;
+    if net.prefix_len() == 0 {
+        return Err(format!(
+            "{text:?} trusts every address, so any client could choose the address \
+             Switchyard sees; list the networks of the proxies in front"
+        ));
+    }
+    if net.trunc() != net {
+        return Err(format!(
+            "{text:?} has bits set past its prefix length; the network is \"{}\"",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 fn client_timeouts(errors: &mut Errors, raw: RawClientTimeouts) -> ClientTimeouts {

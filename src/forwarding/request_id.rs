@@ -1,0 +1,97 @@
+//! The request id: the client's own `x-request-id` when it is sane, a new
+//! random one otherwise.
+//!
+//! A client (or a proxy in front) that already names its requests keeps its
+//! name, so one id follows a request from the client's logs through
+//! Switchyard's to the backend's. A value that could break a log line or a
+//! header (too long, a control character, a space) is replaced rather than
+//! cleaned up: a cleaned-up id would no longer match the client's logs
+//! anyway.
+
+use http::HeaderMap;
+
+/// The header carrying the id: to the backend, and back to the client.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The longest id kept. 128 bytes hold any UUID, ULID or trace id with room
+/// for a prefix, and bound what one client can make every log line carry.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// The id for a request with `headers`: the client's, if it sent exactly one
+/// sane `x-request-id`, else a new one. Two ids would leave it open which
+/// one the backend reads.
+pub fn request_id(headers: &HeaderMap) -> String {
+    let mut given = headers.get_all(REQUEST_ID_HEADER).iter();
+    match (given.next(), given.next()) {
+        (Some(id), None) if is_sane(id.as_bytes()) => {
+            // Sane bytes are ASCII, so this is the same text.
+            String::from_utf8_lossy(id.as_bytes()).into_owned()
+        }
+        _ => new_id(),
+    }
+}
+
+/// 1 to [`MAX_REQUEST_ID`] bytes of printable ASCII without spaces
+/// (`!` to `~`): a space would split the id in a log line.
+pub fn is_sane(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len()) && id.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
+/// A new id: 128 random bits as 32 lower-case hex digits, the form of
+/// nginx's `$request_id`. `rand`'s thread-local generator is seeded from the
+/// operating system and costs no system call per id.
+pub fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(values: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(REQUEST_ID_HEADER, http::HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    fn is_new(id: &str) -> bool {
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    #[test]
+    fn a_sane_id_is_kept() {
+        assert_eq!(request_id(&with(&[b"abc-123"])), "abc-123");
+        let uuid = "0b6c4a5e-6f0e-4c1a-9b1e-2f7d3c4b5a69";
+        assert_eq!(request_id(&with(&[uuid.as_bytes()])), uuid);
+        let longest = "x".repeat(MAX_REQUEST_ID);
+        assert_eq!(request_id(&with(&[longest.as_bytes()])), longest);
+    }
+
+    #[test]
+    fn anything_else_gets_a_new_id() {
+        assert!(is_new(&request_id(&HeaderMap::new())));
+        let too_long = "x".repeat(MAX_REQUEST_ID + 1);
+        assert!(is_new(&request_id(&with(&[too_long.as_bytes()]))));
+        assert!(is_new(&request_id(&with(&[b"a\tb"]))));
+        assert!(is_new(&request_id(&with(&[b"a b"]))));
+        assert!(is_new(&request_id(&with(&[b"caf\xc3\xa9"]))));
+        assert!(is_new(&request_id(&with(&[b"one", b"two"]))));
+    }
+
+    #[test]
+    fn new_ids_differ() {
+        let (a, b) = (new_id(), new_id());
+        assert!(is_new(&a) && is_new(&b), "{a} {b}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn sanity_bounds() {
+        assert!(!is_sane(b""));
+        assert!(is_sane(b"!~"));
+        assert!(!is_sane(b"a\x00"));
+        assert!(!is_sane(b"\x7f"));
+    }
+}
