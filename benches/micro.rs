@@ -1,13 +1,23 @@
 //! Micro-benchmarks of the request hot path: choosing a backend, and finding
 //! the `model` in request bodies of 1 KiB, 64 KiB and 2 MiB (model last, as
 //! the OpenAI Python SDK sends it) and in a small body of twenty sampling
-//! options (model first, so every key after it is still examined).
+//! options (model first, so every key after it is still examined); and
+//! reading token usage from response bodies as they stream past, per event
+//! and per KiB.
 //! `cargo bench --bench micro`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use switchyard::balance::pool::{Pick, Pool};
 use switchyard::config::Config;
 use switchyard::models::scan;
+use usage::{BodyKind, Source, Usage, UsageReader};
+
+/// The usage reader belongs to the proxy, which the crate keeps to itself;
+/// it uses nothing else of the crate, so its file is compiled here as is.
+/// The benchmark uses only part of it.
+#[allow(dead_code)]
+#[path = "../src/proxy/usage.rs"]
+mod usage;
 
 fn pool(strategy: &str, n: usize) -> Pool {
     let backends: String = (0..n)
@@ -69,5 +79,76 @@ fn model_extraction(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, selection, model_extraction);
+/// One chat chunk of one token, as vLLM and Ollama stream them: 180 bytes.
+fn chat_event(token: &str) -> String {
+    format!(
+        "data: {{\"id\":\"chatcmpl-7f3a9c\",\"object\":\"chat.completion.chunk\",\"created\":1731000000,\
+         \"model\":\"llama3.1:8b\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{token}\"}},\
+         \"finish_reason\":null}}]}}\n\n"
+    )
+}
+
+/// What the reader makes of `body`, to check a benchmark reads what it should.
+fn read_usage(kind: BodyKind, body: &str) -> Usage {
+    let mut reader = UsageReader::new(kind);
+    reader.feed(body.as_bytes());
+    reader.finish()
+}
+
+fn usage_reading(c: &mut Criterion) {
+    let mut group = c.benchmark_group("usage");
+    // Per event, as the body filter sees it: one event per chunk.
+    let event = chat_event(" the");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("sse_event", |b| {
+        let mut reader = UsageReader::new(BodyKind::Sse);
+        b.iter(|| reader.feed(black_box(event.as_bytes())))
+    });
+    let line = r#"{"model":"llama3.1:8b","created_at":"2024-07-22T20:33:28.123648Z","message":{"role":"assistant","content":" the"},"done":false}"#.to_owned() + "\n";
+    group.bench_function("ndjson_line", |b| {
+        let mut reader = UsageReader::new(BodyKind::Ndjson);
+        b.iter(|| reader.feed(black_box(line.as_bytes())))
+    });
+    // A whole stream in one chunk: 256 events, usage, `[DONE]`.
+    let mut stream: String = (0..256).map(|_| chat_event(" the")).collect();
+    stream += "data: {\"id\":\"chatcmpl-7f3a9c\",\"object\":\"chat.completion.chunk\",\"choices\":[],\
+               \"usage\":{\"prompt_tokens\":31,\"completion_tokens\":256,\"total_tokens\":287}}\n\ndata: [DONE]\n\n";
+    let want = Usage {
+        prompt: Some(31),
+        completion: Some(256),
+        source: Source::Reported,
+        events: 256,
+    };
+    assert_eq!(read_usage(BodyKind::Sse, &stream), want);
+    group.throughput(Throughput::Bytes(stream.len() as u64));
+    group.bench_function("sse_stream_256", |b| {
+        b.iter(|| {
+            let mut reader = UsageReader::new(BodyKind::Sse);
+            reader.feed(black_box(stream.as_bytes()));
+            reader.finish()
+        })
+    });
+    // A 4 KiB chat completion, usage last.
+    let content = "lorem ipsum dolor sit amet, \\\"quoted\\\" ".repeat(100);
+    let body = format!(
+        r#"{{"id":"chatcmpl-7f3a9c","object":"chat.completion","created":1731000000,"model":"llama3.1:8b","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}"}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":31,"completion_tokens":900,"total_tokens":931}}}}"#
+    );
+    let want = Usage {
+        completion: Some(900),
+        events: 0,
+        ..want
+    };
+    assert_eq!(read_usage(BodyKind::Json, &body), want);
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("json_4KiB", |b| {
+        b.iter(|| {
+            let mut reader = UsageReader::new(BodyKind::Json);
+            reader.feed(black_box(body.as_bytes()));
+            reader.finish()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, selection, model_extraction, usage_reading);
 criterion_main!(benches);

@@ -18,6 +18,7 @@
 //! - [`policy`]: what a request must look like, and the `Via` it gets.
 //! - [`replay`]: forwarding a body read before the backend was chosen.
 //! - [`retry`]: when a failed attempt is made again on another backend.
+//! - [`usage`]: the token counts of a response, read as it streams past.
 //! - [`watchdog`]: the first-byte and idle timeouts of a response.
 
 mod attempt;
@@ -31,6 +32,8 @@ mod headers;
 mod policy;
 mod replay;
 mod retry;
+#[allow(dead_code)] // until the response body filter feeds it
+mod usage;
 mod watchdog;
 
 pub use choose::MODEL_HEADER;
