@@ -2,6 +2,7 @@
 
 use super::attempt::{Attempt, Verdict};
 use super::framing::{Framer, StreamFormat};
+use super::usage::UsageReader;
 use crate::balance::pool::Pool;
 use crate::forwarding::Origin;
 use crate::lifecycle::drain::RequestGuard;
@@ -10,6 +11,7 @@ use crate::state::Snapshot;
 use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Per-request state.
 pub struct RequestCtx {
@@ -44,6 +46,41 @@ pub struct RequestCtx {
     /// The request's id and client address, read once when its header
     /// arrives (`early_request_filter`); `None` only before that.
     pub(super) origin: Option<Origin>,
+    /// When the request and its response passed each step.
+    pub(super) timing: Timing,
+    /// Reads the token counts of a successful response as it passes.
+    pub(super) usage: Option<UsageReader>,
+}
+
+/// When a request passed each step, for its metrics and its access log
+/// line. Times of an attempt are those of the last one.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The request's header was read.
+    pub start: Instant,
+    /// The request (header and any body) was handed to the backend.
+    pub sent: Option<Instant>,
+    /// The response header arrived.
+    pub header: Option<Instant>,
+    /// The first byte of the response body arrived: for a stream, the
+    /// first token.
+    pub first_byte: Option<Instant>,
+}
+
+impl Timing {
+    fn new() -> Self {
+        Timing {
+            start: Instant::now(),
+            sent: None,
+            header: None,
+            first_byte: None,
+        }
+    }
+
+    /// Time to first token: from the request sent to the first body byte.
+    pub fn ttft(&self) -> Option<Duration> {
+        Some(self.first_byte?.saturating_duration_since(self.sent?))
+    }
 }
 
 impl RequestCtx {
@@ -65,6 +102,8 @@ impl RequestCtx {
             body_bytes: 0,
             framer: Framer::default(),
             origin: None,
+            timing: Timing::new(),
+            usage: None,
         }
     }
 

@@ -32,7 +32,6 @@ mod headers;
 mod policy;
 mod replay;
 mod retry;
-#[allow(dead_code)] // until the response body filter feeds it
 mod usage;
 mod watchdog;
 
@@ -62,7 +61,8 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use usage::UsageReader;
 
 /// How long an idle upstream connection is kept for reuse. Below the 5 s
 /// keep-alive of uvicorn (vLLM) and the like, so that Switchyard drops a
@@ -252,6 +252,11 @@ impl ProxyHttp for Switchyard {
             // itself): the backend gets it whole, with nothing to confirm.
             upstream_request.remove_header(&http::header::EXPECT);
         }
+        // A new attempt: its times replace an earlier one's. A body, if
+        // any, moves `sent` to when it has gone.
+        ctx.timing.sent = Some(Instant::now());
+        ctx.timing.header = None;
+        ctx.timing.first_byte = None;
         if let Some(body) = &ctx.upstream_body {
             if upstream_request
                 .headers
@@ -268,7 +273,7 @@ impl ProxyHttp for Switchyard {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // The whole body arrives here at once (it was read to find the
@@ -279,6 +284,9 @@ impl ProxyHttp for Switchyard {
         // A body that declared no length (chunked) is held to the same
         // limit as one that did, on every path.
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len());
+        if end_of_stream {
+            ctx.timing.sent = Some(Instant::now());
+        }
         if ctx.body.is_none() && ctx.body_bytes > ctx.max_body {
             let mut e = Refusal::BodyTooLarge {
                 limit: ctx.max_body,
@@ -398,18 +406,29 @@ impl ProxyHttp for Switchyard {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         ctx.stream = StreamFormat::of(content_type);
+        ctx.timing.header = Some(Instant::now());
+        // Token counts come with successful answers only.
+        ctx.usage = usage_kind(status, ctx.stream, content_type).map(UsageReader::new);
         Ok(())
     }
 
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         if let Some(attempt) = &mut ctx.attempt {
             attempt.on_chunk(end_of_stream);
+        }
+        if let Some(chunk) = body.as_ref().filter(|b| !b.is_empty()) {
+            if ctx.timing.first_byte.is_none() {
+                ctx.timing.first_byte = Some(Instant::now());
+            }
+            if let Some(usage) = &mut ctx.usage {
+                usage.feed(chunk);
+            }
         }
         Ok(None)
     }
@@ -514,6 +533,24 @@ impl ProxyHttp for Switchyard {
         if let Some(attempt) = &mut ctx.attempt {
             attempt.stop_watching();
         }
+        let usage = ctx.usage.take().map(UsageReader::finish);
+        if log::log_enabled!(log::Level::Debug) {
+            if let Some(usage) = &usage {
+                debug!(
+                    "request {}: {:?} in all, header after {:?}, first byte after {:?}, \
+                     tokens {:?} + {:?} ({:?})",
+                    ctx.request_id().unwrap_or("-"),
+                    ctx.timing.start.elapsed(),
+                    ctx.timing
+                        .header
+                        .map(|h| h.saturating_duration_since(ctx.timing.start)),
+                    ctx.timing.ttft(),
+                    usage.prompt,
+                    usage.completion,
+                    usage.source
+                );
+            }
+        }
         match e {
             // Complete, including responses without a body to end.
             None => ctx.finish_attempt(Verdict::Served),
@@ -525,6 +562,28 @@ impl ProxyHttp for Switchyard {
                 let status = session.response_written().map_or(0, |r| r.status.as_u16());
                 debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
             }
+        }
+    }
+}
+
+/// How to read the token counts of a response, if it has any: a
+/// successful stream, or a successful JSON body.
+fn usage_kind(
+    status: u16,
+    stream: Option<StreamFormat>,
+    content_type: Option<&str>,
+) -> Option<usage::BodyKind> {
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    match stream {
+        Some(StreamFormat::Sse) => Some(usage::BodyKind::Sse),
+        Some(StreamFormat::Ndjson) => Some(usage::BodyKind::Ndjson),
+        None => {
+            let essence = content_type?.split(';').next()?.trim();
+            essence
+                .eq_ignore_ascii_case("application/json")
+                .then_some(usage::BodyKind::Json)
         }
     }
 }
