@@ -96,6 +96,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     let state = SharedState::new(config);
     let in_flight = Arc::new(Requests::default());
     let metrics = Arc::new(Metrics::default());
+    metrics.watch_fleet(state.clone(), in_flight.clone());
 
     let proxy = pingora_proxy::http_proxy(
         &server.configuration,
@@ -113,7 +114,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     server.add_service(background_service("drain", DrainService::new(in_flight)));
     server.add_service(background_service(
         "model discovery",
-        DiscoveryService::new(state.clone()),
+        DiscoveryService::new(state.clone(), metrics.clone()),
     ));
     server.add_service(background_service(
         "health checks",

@@ -57,7 +57,7 @@ impl Reloader {
         let config = match loaded {
             Ok(c) => c,
             Err(errors) => {
-                self.metrics.reloads_failed.inc();
+                self.metrics.reloaded(false);
                 let all: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
                 error!("reload failed: {}", all.join("; "));
                 return false;
@@ -77,7 +77,7 @@ impl Reloader {
         // request after the reload, not after the next round of checks.
         background::health::check_new(&next).await;
         self.state.publish(next);
-        self.metrics.reloads_applied.inc();
+        self.metrics.reloaded(true);
         info!("{line}");
         true
     }

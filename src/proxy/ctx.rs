@@ -2,6 +2,7 @@
 
 use super::attempt::{Attempt, Verdict};
 use super::framing::{Framer, StreamFormat};
+use super::observe::Observed;
 use crate::balance::pool::Pool;
 use crate::lifecycle::drain::RequestGuard;
 use crate::models::scan;
@@ -40,6 +41,8 @@ pub struct RequestCtx {
     pub(super) body_bytes: usize,
     /// The unfinished event of a streamed response, held back.
     pub(super) framer: Framer,
+    /// Instants and answers for the metrics, recorded at the end.
+    pub(super) observed: Observed,
 }
 
 impl RequestCtx {
@@ -60,6 +63,7 @@ impl RequestCtx {
             max_body: usize::MAX,
             body_bytes: 0,
             framer: Framer::default(),
+            observed: Observed::start(),
         }
     }
 

@@ -15,6 +15,7 @@
 //! - [`failure`]: what the client gets when something fails.
 //! - [`framing`]: streamed responses passed on whole events at a time.
 //! - [`headers`]: hop-by-hop headers.
+//! - [`observe`]: what a request tells the metrics, recorded at its end.
 //! - [`policy`]: what a request must look like, and the `Via` it gets.
 //! - [`replay`]: forwarding a body read before the backend was chosen.
 //! - [`retry`]: when a failed attempt is made again on another backend.
@@ -28,6 +29,7 @@ mod endpoints;
 mod failure;
 mod framing;
 mod headers;
+mod observe;
 mod policy;
 mod replay;
 mod retry;
@@ -41,7 +43,7 @@ pub use policy::Via;
 use crate::edge;
 use crate::errors::{Refusal, Shape};
 use crate::lifecycle::drain::Requests;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RetryReason};
 use crate::models::lists::ListCache;
 use crate::state::SharedState;
 use async_trait::async_trait;
@@ -133,19 +135,21 @@ impl ProxyHttp for Switchyard {
             if refusal == Refusal::LoopDetected {
                 self.metrics.loops_refused.inc();
             }
-            refuse(session, &refusal).await?;
+            refuse(session, ctx, &refusal).await?;
             return Ok(true);
         }
         let header = session.req_header();
         let endpoint = Endpoint::of(&header.method, header.uri.path());
         match endpoint {
             Endpoint::List(kind) => {
-                answer_list(session, &snapshot, &self.lists, kind).await?;
+                if let Err(refusal) = answer_list(session, &snapshot, &self.lists, kind).await? {
+                    refuse(session, ctx, &refusal).await?;
+                }
                 return Ok(true);
             }
             Endpoint::Model(keys) => {
                 if let Err(refusal) = read_model(session, ctx, &snapshot, keys).await? {
-                    refuse(session, &refusal).await?;
+                    refuse(session, ctx, &refusal).await?;
                     return Ok(true);
                 }
             }
@@ -157,11 +161,11 @@ impl ProxyHttp for Switchyard {
             .router
             .route(session.req_header(), ctx.model.as_deref())
         else {
-            Refusal::NoRoute { path }.send(session).await?;
+            refuse(session, ctx, &Refusal::NoRoute { path }).await?;
             return Ok(true);
         };
         if endpoint == Endpoint::Management && snapshot.pools[index].upstreams().len() > 1 {
-            refuse(session, &Refusal::PerBackendOperation { path }).await?;
+            refuse(session, ctx, &Refusal::PerBackendOperation { path }).await?;
             return Ok(true);
         }
         ctx.pool = Some(index);
@@ -178,7 +182,7 @@ impl ProxyHttp for Switchyard {
             .pool()
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool routed"))?;
-        let attempt = match choose(session, ctx, &pool).await {
+        let attempt = match choose(session, ctx, &pool, &self.metrics).await {
             Ok(attempt) => attempt,
             // Pingora hands this to `fail_to_proxy`, which answers it.
             Err(refusal) => return Err(refusal.into_error()),
@@ -208,12 +212,13 @@ impl ProxyHttp for Switchyard {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
         _digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.metrics.upstream_connection(reused);
         if let Some(attempt) = &mut ctx.attempt {
             attempt.on_connected(fd);
         }
@@ -251,6 +256,7 @@ impl ProxyHttp for Switchyard {
                     .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
             }
         }
+        ctx.observed.on_sent();
         Ok(())
     }
 
@@ -372,7 +378,7 @@ impl ProxyHttp for Switchyard {
                     format!("backend answered {status}, trying another"),
                 );
                 e.set_retry(true);
-                self.metrics.retries.inc();
+                self.metrics.retried(ctx.pool_name(), RetryReason::Status);
                 return Err(e.into_up());
             }
         }
@@ -387,10 +393,11 @@ impl ProxyHttp for Switchyard {
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        ctx.observed.on_chunk(body);
         if let Some(attempt) = &mut ctx.attempt {
             attempt.on_chunk(end_of_stream);
         }
@@ -420,7 +427,7 @@ impl ProxyHttp for Switchyard {
         );
         e.set_retry(retry);
         if retry {
-            self.metrics.retries.inc();
+            self.metrics.retried(&pool.spec.name, RetryReason::Connect);
         }
         e
     }
@@ -439,8 +446,8 @@ impl ProxyHttp for Switchyard {
             // the backend's failure. A client that left is not.
             ctx.finish_attempt(Verdict::Failed);
         }
-        if retry::decide(&mut e, session, ctx, client_reused) {
-            self.metrics.retries.inc();
+        if let Some(reason) = retry::decide(&mut e, session, ctx, client_reused) {
+            self.metrics.retried(ctx.pool_name(), reason);
         }
         e
     }
@@ -456,6 +463,7 @@ impl ProxyHttp for Switchyard {
             attempt.stop_watching();
         }
         let refusal = refusal_for(e, timed_out, ctx.pool_name());
+        ctx.observed.answered(refusal.as_ref());
         let code = match refusal {
             Some(refusal) if session.response_written().is_none() => {
                 if let Err(write) = refusal.send(session).await {
@@ -468,6 +476,7 @@ impl ProxyHttp for Switchyard {
                 // parser sees, in the stream's own format, rather than a
                 // truncation that could pass for a finished answer.
                 if let Some(format) = ctx.stream {
+                    self.metrics.stream_error(ctx.pool_name(), refusal.code());
                     let shape = Shape::for_path(session.req_header().uri.path());
                     let event = failure::terminal_event(format, shape, &refusal);
                     if let Err(write) = session.write_response_body(Some(event), true).await {
@@ -509,13 +518,15 @@ impl ProxyHttp for Switchyard {
                 debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
             }
         }
+        observe::record(&self.metrics, session, e, ctx);
     }
 }
 
-/// Sends a refusal. After a 413, what the client is still sending is read
-/// (and dropped) for a while, so it gets to read the answer instead of a
-/// broken pipe, as nginx's lingering close does.
-async fn refuse(session: &mut Session, refusal: &Refusal) -> Result<()> {
+/// Sends a refusal, noted for the metrics. After a 413, what the client is
+/// still sending is read (and dropped) for a while, so it gets to read the
+/// answer instead of a broken pipe, as nginx's lingering close does.
+async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) -> Result<()> {
+    ctx.observed.answered(Some(refusal));
     refusal.send(session).await?;
     if refusal.status() == 413 {
         let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;

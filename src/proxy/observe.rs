@@ -1,0 +1,130 @@
+//! What one request tells the metrics, gathered as it goes and recorded
+//! once, from `logging`, however the request ended.
+//!
+//! The hooks only note instants and answers here ([`Observed`]); which
+//! outcome, status class and labels that makes is decided in one place,
+//! [`record`]. A request costs three or four clock reads and one lookup of
+//! its series ([`crate::metrics::series`]).
+
+use super::ctx::RequestCtx;
+use super::failure::refusal_for;
+use crate::errors::Refusal;
+use crate::metrics::labels::is_fleet_model;
+use crate::metrics::{Metrics, Outcome, RequestRecord, Usage};
+use bytes::Bytes;
+use pingora_error::Error;
+use pingora_proxy::Session;
+use tokio::time::Instant;
+
+/// The instants and answers of one request.
+#[derive(Debug)]
+pub struct Observed {
+    /// When the request header had been read (the context is made then).
+    start: Instant,
+    /// When the current attempt's request went to its backend.
+    sent: Option<Instant>,
+    /// When the current attempt's first body byte came back.
+    first_chunk: Option<Instant>,
+    /// How the request ended when Switchyard answered it itself, or the
+    /// client left: the outcome and `error.code`.
+    answered: Option<(Outcome, &'static str)>,
+    /// The response's tokens, once something reads them.
+    usage: Option<Usage>,
+}
+
+impl Observed {
+    pub(super) fn start() -> Self {
+        Observed {
+            start: Instant::now(),
+            sent: None,
+            first_chunk: None,
+            answered: None,
+            usage: None,
+        }
+    }
+
+    /// The request is going to a backend (again, on a retry).
+    pub(super) fn on_sent(&mut self) {
+        self.sent = Some(Instant::now());
+        self.first_chunk = None;
+    }
+
+    /// A chunk of the response body came from the backend.
+    pub(super) fn on_chunk(&mut self, body: &Option<Bytes>) {
+        if self.first_chunk.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
+            self.first_chunk = Some(Instant::now());
+        }
+    }
+
+    /// Switchyard answered with `refusal`; `None` when the client was gone.
+    pub(super) fn answered(&mut self, refusal: Option<&Refusal>) {
+        self.answered = Some(match refusal {
+            None => (Outcome::ClientCancelled, ""),
+            Some(r) => (outcome_of(r), r.code()),
+        });
+    }
+
+    /// The response's token counts, for the tokens and time-per-token
+    /// metrics. To be set by whatever reads them from the response.
+    #[allow(dead_code)]
+    pub(super) fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+    }
+}
+
+/// What a refusal says of how the request ended.
+fn outcome_of(refusal: &Refusal) -> Outcome {
+    match refusal {
+        Refusal::BackendError { .. } => Outcome::BackendError,
+        Refusal::BackendTimeout { .. } => Outcome::Timeout,
+        _ => Outcome::Refused,
+    }
+}
+
+/// Records the request that ends now: once, from `logging`.
+pub(super) fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let end = Instant::now();
+    let seen = &ctx.observed;
+    let status = session.response_written().map(|r| r.status.as_u16());
+    let pool = ctx.pool().map_or("", |p| p.spec.name.as_str());
+    let (outcome, error_code) = match (seen.answered, e) {
+        (Some(answered), _) => answered,
+        // `fail_to_proxy` answers every error first; this is a backstop.
+        (None, Some(e)) => refusal_for(e, false, pool)
+            .map_or((Outcome::ClientCancelled, ""), |r| {
+                (outcome_of(&r), r.code())
+            }),
+        // The backend's own 5xx, passed on.
+        (None, None) if status.is_some_and(|s| s >= 500) => (Outcome::BackendError, ""),
+        (None, None) => (Outcome::Ok, ""),
+    };
+    if outcome == Outcome::ClientCancelled {
+        metrics.client_cancelled(pool, status.is_some());
+    }
+    let streamed = ctx.stream.is_some();
+    let first = seen.first_chunk.filter(|_| streamed);
+    let record = RequestRecord {
+        status,
+        outcome: Some(outcome),
+        error_code,
+        duration: end.saturating_duration_since(seen.start),
+        ttft: first
+            .zip(seen.sent)
+            .map(|(first, sent)| first.saturating_duration_since(sent)),
+        decode: first.map(|first| end.saturating_duration_since(first)),
+        usage: seen.usage,
+    };
+    let upstream = ctx.attempt.as_ref().map(|a| &a.upstream);
+    let backend = upstream.map_or("", |u| u.spec.name.as_str());
+    let model = ctx
+        .served_model
+        .as_deref()
+        .or(ctx.model.as_deref())
+        .unwrap_or("");
+    let known = || {
+        ctx.snapshot
+            .as_ref()
+            .is_some_and(|s| is_fleet_model(s, upstream.map(|u| &**u), model))
+    };
+    metrics.record_request((pool, backend, model), known, &record);
+}
