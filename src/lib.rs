@@ -13,7 +13,9 @@
 //! - [`edge`]: client connections: their count, header and keep-alive limits.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`errors`]: the answers Switchyard gives itself, as OpenAI-style JSON.
-//! - [`metrics`]: the counters Switchyard keeps, passed in by `Arc`.
+//! - [`metrics`]: what Switchyard counts, passed in by `Arc`, and its
+//!   Prometheus registry.
+//! - [`admin`]: the admin listener: `/metrics`, behind a bearer token.
 //! - [`lifecycle`]: SIGHUP reload, drain on shutdown, binary upgrade.
 //! - [`logging`]: the process log, with Pingora's known noise lowered.
 //! - [`server`]: assembles the Pingora server and its services.
@@ -25,6 +27,7 @@
 //! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool and
 //! model scanner the micro-benchmarks time); the rest is the crate's own.
 
+pub(crate) mod admin;
 pub(crate) mod background;
 pub mod balance;
 pub mod cli;
