@@ -1,12 +1,15 @@
 //! Micro-benchmarks of the request hot path: choosing a backend, and finding
 //! the `model` in request bodies of 1 KiB, 64 KiB and 2 MiB (model last, as
 //! the OpenAI Python SDK sends it) and in a small body of twenty sampling
-//! options (model first, so every key after it is still examined).
+//! options (model first, so every key after it is still examined); and
+//! what recording a request in the metrics costs.
 //! `cargo bench --bench micro`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
 use switchyard::balance::pool::{Pick, Pool};
 use switchyard::config::Config;
+use switchyard::metrics::{Metrics, Outcome, RequestRecord, TokenSource, Usage};
 use switchyard::models::scan;
 
 fn pool(strategy: &str, n: usize) -> Pool {
@@ -69,5 +72,41 @@ fn model_extraction(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, selection, model_extraction);
+/// The end of a request in the metrics: its series found (a model seen
+/// before, the usual case) and its counter and histograms updated; for a
+/// stream also its time to first token, time per token and tokens.
+fn metrics(c: &mut Criterion) {
+    let mut group = c.benchmark_group("metrics");
+    let m = Metrics::new();
+    let plain = RequestRecord {
+        status: Some(200),
+        outcome: Some(Outcome::Ok),
+        duration: Duration::from_millis(30),
+        ..RequestRecord::default()
+    };
+    let streamed = RequestRecord {
+        ttft: Some(Duration::from_millis(120)),
+        decode: Some(Duration::from_secs(2)),
+        usage: Some(Usage {
+            prompt: 40,
+            completion: 200,
+            source: TokenSource::Reported,
+        }),
+        ..plain.clone()
+    };
+    for (name, record) in [("request", &plain), ("stream_with_usage", &streamed)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                m.record_request(
+                    black_box(("chat", "gpu-1", "llama3.1:70b")),
+                    || true,
+                    black_box(record),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, selection, model_extraction, metrics);
 criterion_main!(benches);

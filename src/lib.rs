@@ -24,8 +24,8 @@
 //! - [`cli`]: the command line.
 //!
 //! Public are only the modules the binaries, tests and benchmarks use
-//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool and
-//! model scanner the micro-benchmarks time); the rest is the crate's own.
+//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool,
+//! model scanner and metrics the micro-benchmarks time); the rest is the crate's own.
 
 pub(crate) mod admin;
 pub(crate) mod background;
@@ -38,7 +38,7 @@ pub(crate) mod errors;
 pub(crate) mod health;
 pub mod lifecycle;
 pub mod logging;
-pub(crate) mod metrics;
+pub mod metrics;
 pub mod mock;
 pub mod models;
 pub(crate) mod proxy;

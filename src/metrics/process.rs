@@ -30,6 +30,12 @@ impl SelfProcess {
     }
 }
 
+impl Default for SelfProcess {
+    fn default() -> Self {
+        SelfProcess::new()
+    }
+}
+
 impl Collector for SelfProcess {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
