@@ -14,7 +14,10 @@ use crate::metrics::{Metrics, Outcome, RequestRecord, Usage};
 use bytes::Bytes;
 use pingora_error::Error;
 use pingora_proxy::Session;
-use tokio::time::Instant;
+// Not tokio's: pingora-core turns on tokio's `test-util`, whose `Instant::now`
+// goes through the runtime's mockable clock on every read, and nothing
+// here is a timer a test would pause.
+use std::time::Instant;
 
 /// The instants and answers of one request.
 #[derive(Debug)]
