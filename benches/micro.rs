@@ -3,14 +3,16 @@
 //! the OpenAI Python SDK sends it) and in a small body of twenty sampling
 //! options (model first, so every key after it is still examined); and
 //! reading token usage from response bodies as they stream past, per event
-//! and per KiB.
+//! and per KiB; and what recording a request in the metrics costs.
 //! `cargo bench --bench micro`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
 use switchyard::balance::pool::{Pick, Pool};
 use switchyard::config::Config;
+use switchyard::metrics::{Metrics, Outcome, RequestRecord, TokenSource, Usage};
 use switchyard::models::scan;
-use usage::{BodyKind, Source, Usage, UsageReader};
+use usage::{BodyKind, Source, UsageReader};
 
 /// The usage reader belongs to the proxy, which the crate keeps to itself;
 /// it uses nothing else of the crate, so its file is compiled here as is.
@@ -89,7 +91,7 @@ fn chat_event(token: &str) -> String {
 }
 
 /// What the reader makes of `body`, to check a benchmark reads what it should.
-fn read_usage(kind: BodyKind, body: &str) -> Usage {
+fn read_usage(kind: BodyKind, body: &str) -> usage::Usage {
     let mut reader = UsageReader::new(kind);
     reader.feed(body.as_bytes());
     reader.finish()
@@ -113,7 +115,7 @@ fn usage_reading(c: &mut Criterion) {
     let mut stream: String = (0..256).map(|_| chat_event(" the")).collect();
     stream += "data: {\"id\":\"chatcmpl-7f3a9c\",\"object\":\"chat.completion.chunk\",\"choices\":[],\
                \"usage\":{\"prompt_tokens\":31,\"completion_tokens\":256,\"total_tokens\":287}}\n\ndata: [DONE]\n\n";
-    let want = Usage {
+    let want = usage::Usage {
         prompt: Some(31),
         completion: Some(256),
         source: Source::Reported,
@@ -133,7 +135,7 @@ fn usage_reading(c: &mut Criterion) {
     let body = format!(
         r#"{{"id":"chatcmpl-7f3a9c","object":"chat.completion","created":1731000000,"model":"llama3.1:8b","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}"}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":31,"completion_tokens":900,"total_tokens":931}}}}"#
     );
-    let want = Usage {
+    let want = usage::Usage {
         completion: Some(900),
         events: 0,
         ..want
@@ -150,5 +152,41 @@ fn usage_reading(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, selection, model_extraction, usage_reading);
+/// The end of a request in the metrics: its series found (a model seen
+/// before, the usual case) and its counter and histograms updated; for a
+/// stream also its time to first token, time per token and tokens.
+fn metrics(c: &mut Criterion) {
+    let mut group = c.benchmark_group("metrics");
+    let m = Metrics::new();
+    let plain = RequestRecord {
+        status: Some(200),
+        outcome: Some(Outcome::Ok),
+        duration: Duration::from_millis(30),
+        ..RequestRecord::default()
+    };
+    let streamed = RequestRecord {
+        ttft: Some(Duration::from_millis(120)),
+        decode: Some(Duration::from_secs(2)),
+        usage: Some(Usage {
+            prompt: 40,
+            completion: 200,
+            source: TokenSource::Reported,
+        }),
+        ..plain.clone()
+    };
+    for (name, record) in [("request", &plain), ("stream_with_usage", &streamed)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                m.record_request(
+                    black_box(("chat", "gpu-1", "llama3.1:70b")),
+                    || true,
+                    black_box(record),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, selection, model_extraction, usage_reading, metrics);
 criterion_main!(benches);

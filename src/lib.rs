@@ -15,7 +15,9 @@
 //!   behind trusted proxies, and the `X-Forwarded-*` headers.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`errors`]: the answers Switchyard gives itself, as OpenAI-style JSON.
-//! - [`metrics`]: the counters Switchyard keeps, passed in by `Arc`.
+//! - [`metrics`]: what Switchyard counts, passed in by `Arc`, and its
+//!   Prometheus registry.
+//! - [`admin`]: the admin listener: `/metrics`, behind a bearer token.
 //! - [`lifecycle`]: SIGHUP reload, drain on shutdown, binary upgrade.
 //! - [`logging`]: the process log, with Pingora's known noise lowered.
 //! - [`server`]: assembles the Pingora server and its services.
@@ -24,9 +26,10 @@
 //! - [`cli`]: the command line.
 //!
 //! Public are only the modules the binaries, tests and benchmarks use
-//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool and
-//! model scanner the micro-benchmarks time); the rest is the crate's own.
+//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool,
+//! model scanner and metrics the micro-benchmarks time); the rest is the crate's own.
 
+pub(crate) mod admin;
 pub(crate) mod background;
 pub mod balance;
 pub mod cli;
@@ -38,7 +41,7 @@ pub(crate) mod forwarding;
 pub(crate) mod health;
 pub mod lifecycle;
 pub mod logging;
-pub(crate) mod metrics;
+pub mod metrics;
 pub mod mock;
 pub mod models;
 pub(crate) mod proxy;

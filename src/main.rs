@@ -96,12 +96,15 @@ fn main() -> ExitCode {
         }
     }
     if !args.upgrade {
-        if let Err(e) = server::check_listen(&config.server.listen) {
+        if let Err(e) = server::check_listen(&config.listeners()) {
             eprintln!("switchyard: {e}");
             return ExitCode::FAILURE;
         }
         let addrs: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
         log::info!("listening on {}", addrs.join(", "));
+        if let Some(admin) = &config.admin {
+            log::info!("admin listener on {} (/metrics)", admin.listen);
+        }
     }
     let upgrade = std::env::current_exe().ok().map(|exe| UpgradeCommand {
         exe,

@@ -1,6 +1,7 @@
 //! Assembles the Pingora server: the proxy service on its listeners, the
-//! health checker and the SIGHUP reloader.
+//! admin listener, the health checker and the SIGHUP reloader.
 
+use crate::admin;
 use crate::background::discovery::DiscoveryService;
 use crate::background::health::HealthService;
 use crate::config::Config;
@@ -93,9 +94,11 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
 
     let listen = config.server.listen.clone();
     let settings = config.server.clone();
+    let admin = config.admin.clone();
     let state = SharedState::new(config);
     let in_flight = Arc::new(Requests::default());
     let metrics = Arc::new(Metrics::default());
+    metrics.watch_fleet(state.clone(), in_flight.clone());
 
     let proxy = pingora_proxy::http_proxy(
         &server.configuration,
@@ -110,10 +113,13 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
     }
     server.add_service(proxy);
+    if let Some(admin) = &admin {
+        server.add_service(admin::service(admin, state.clone(), metrics.clone()));
+    }
     server.add_service(background_service("drain", DrainService::new(in_flight)));
     server.add_service(background_service(
         "model discovery",
-        DiscoveryService::new(state.clone()),
+        DiscoveryService::new(state.clone(), metrics.clone()),
     ));
     server.add_service(background_service(
         "health checks",

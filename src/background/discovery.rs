@@ -6,6 +6,7 @@
 //! restarting Ollama should not lose its models for a refresh), and the
 //! failure is logged once, not at every refresh.
 
+use crate::metrics::Metrics;
 use crate::models::discovery::{bounded, discover, summary};
 use crate::models::ModelEntry;
 use crate::state::SharedState;
@@ -20,11 +21,13 @@ use std::sync::Arc;
 /// The background service.
 pub struct DiscoveryService {
     state: Arc<SharedState>,
+    /// Counts every failed fetch, where the log says only the first.
+    metrics: Arc<Metrics>,
 }
 
 impl DiscoveryService {
-    pub fn new(state: Arc<SharedState>) -> Self {
-        DiscoveryService { state }
+    pub fn new(state: Arc<SharedState>, metrics: Arc<Metrics>) -> Self {
+        DiscoveryService { state, metrics }
     }
 
     /// One round over every backend whose list is not fixed by the file.
@@ -57,6 +60,7 @@ impl DiscoveryService {
                     failing.insert(up.spec.addr, false);
                 }
                 Err(e) => {
+                    self.metrics.discovery_failed(&up.spec.name);
                     if !failing.insert(up.spec.addr, true).unwrap_or(false) {
                         warn!(
                             "backend {}: cannot list models, keeping the last known list: {e}",

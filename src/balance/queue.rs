@@ -38,6 +38,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// How long a pool's queue may grow, and how long a request may wait in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +150,11 @@ impl PoolQueue {
         self.lock().queue.len()
     }
 
+    /// Requests waiting now, without the lock (for metrics).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.waiting.load(std::sync::atomic::Ordering::Acquire) == 0
     }
@@ -181,7 +187,31 @@ impl PoolQueue {
     pub async fn wait<T>(
         &self,
         key: &str,
+        try_acquire: impl FnMut() -> Option<T>,
+    ) -> Result<T, QueueError> {
+        self.wait_queued(key, try_acquire, &mut None).await
+    }
+
+    /// [`PoolQueue::wait`], also saying how long the request spent in the
+    /// queue: `None` when it did not enter it (admitted at once, or
+    /// refused because the queue was full).
+    pub async fn wait_timed<T>(
+        &self,
+        key: &str,
+        try_acquire: impl FnMut() -> Option<T>,
+    ) -> (Result<T, QueueError>, Option<Duration>) {
+        let mut queued = None;
+        let result = self.wait_queued(key, try_acquire, &mut queued).await;
+        (result, queued.map(|at: Instant| at.elapsed()))
+    }
+
+    /// [`PoolQueue::wait`], noting in `queued` when the request entered the
+    /// queue.
+    async fn wait_queued<T>(
+        &self,
+        key: &str,
         mut try_acquire: impl FnMut() -> Option<T>,
+        queued: &mut Option<Instant>,
     ) -> Result<T, QueueError> {
         if self.is_empty() || self.lock().head_of(key).is_none() {
             if let Some(admitted) = try_acquire() {
@@ -189,6 +219,7 @@ impl PoolQueue {
             }
         }
         let place = self.enqueue(key)?;
+        *queued = Some(Instant::now());
         let timeout = tokio::time::sleep(self.spec.load().timeout);
         tokio::pin!(timeout);
         loop {
@@ -408,6 +439,25 @@ mod tests {
         assert_eq!(result, Err(QueueError::TimedOut));
         assert_eq!(start.elapsed(), Duration::from_secs(30));
         assert!(queue.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_time_spent_queued_is_told() {
+        let (queue, slots) = setup(2);
+        slots.give(&queue, 1);
+        let (admitted, waited) = queue.wait_timed("", || slots.take(0)).await;
+        assert_eq!((admitted, waited), (Ok(0), None), "admitted at once");
+        let waiter = {
+            let (queue, slots) = (queue.clone(), slots.clone());
+            tokio::spawn(async move { queue.wait_timed("", || slots.take(1)).await })
+        };
+        until(|| queue.len() == 1).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+        slots.give(&queue, 1);
+        let (admitted, waited) = waiter.await.unwrap();
+        assert_eq!((admitted, waited), (Ok(1), Some(Duration::from_secs(2))));
+        let (refused, waited) = setup(0).0.wait_timed("", || None::<()>).await;
+        assert_eq!((refused, waited), (Err(QueueError::Full), None));
     }
 
     #[tokio::test(start_paused = true)]

@@ -21,6 +21,50 @@ pub struct Config {
     /// In file order: the first match wins.
     pub routes: Vec<RouteSpec>,
     pub models: ModelsSpec,
+    /// The admin listener; `None` when not configured.
+    pub admin: Option<AdminSettings>,
+}
+
+/// `admin:`: the listener for `/metrics`, apart from the proxy's, so that
+/// it can be firewalled apart and does not share the proxy's limits.
+/// Defaults and ranges: [`crate::config::validate::admin`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    /// Where it accepts; never a proxy listener. A restart applies a change.
+    pub listen: SocketAddr,
+    /// The bearer token every request must carry (`Authorization: Bearer
+    /// ...`), from `token_env` or `token_file`; read again by every
+    /// reload. `None` lets every request in, which only a loopback
+    /// `listen` may do.
+    pub token: Option<Secret>,
+}
+
+/// A secret read from the environment or a file. `Debug` does not show
+/// it, and no message names it, so it stays out of logs and `-t` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// Whether `presented` is the secret, in a time that does not depend
+    /// on where the two first differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        let differ = expected
+            .iter()
+            .zip(presented)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        differ == 0 && expected.len() == presented.len()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// `models:`.
@@ -38,6 +82,12 @@ impl Config {
     /// The pool called `name`.
     pub fn pool(&self, name: &str) -> Option<&PoolSpec> {
         self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// Every address listened on: the proxy's, then the admin listener's.
+    pub fn listeners(&self) -> Vec<SocketAddr> {
+        let admin = self.admin.as_ref().map(|a| a.listen);
+        self.server.listen.iter().copied().chain(admin).collect()
     }
 }
 

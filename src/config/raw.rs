@@ -20,6 +20,17 @@ pub struct RawConfig {
     pub pools: Option<BTreeMap<String, RawPool>>,
     pub routes: Option<Vec<RawRoute>>,
     pub models: Option<RawModels>,
+    pub admin: Option<RawAdmin>,
+}
+
+/// `admin:`: the admin listener (`/metrics`); off unless given.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    /// The name of an environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// A file holding the bearer token.
+    pub token_file: Option<String>,
 }
 
 /// `models:`: discovery, aliases and fallbacks, fleet-wide.

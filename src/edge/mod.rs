@@ -134,7 +134,7 @@ where
         };
         self.metrics.connections_open.inc();
         let _open = OpenGuard(&self.metrics);
-        if self.metrics.connections_open.get() > max as u64 {
+        if self.metrics.connections_open.get() > i64::try_from(max).unwrap_or(i64::MAX) {
             self.refuse(stream, max).await;
             return None;
         }

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use log::{error, info, warn};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,6 +25,9 @@ pub struct Reloader {
     path: PathBuf,
     /// The server settings in force since start; a reload cannot change them.
     running: ServerSettings,
+    /// The admin listener's address since start, which a reload cannot
+    /// move either (its token, read per request, it can change).
+    running_admin: Option<SocketAddr>,
     /// Counts reloads applied and refused.
     metrics: Arc<Metrics>,
 }
@@ -35,10 +39,12 @@ impl Reloader {
         running: ServerSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let running_admin = state.load().config.admin.as_ref().map(|a| a.listen);
         Reloader {
             state,
             path,
             running,
+            running_admin,
             metrics,
         }
     }
@@ -57,13 +63,16 @@ impl Reloader {
         let config = match loaded {
             Ok(c) => c,
             Err(errors) => {
-                self.metrics.reloads_failed.inc();
+                self.metrics.reloaded(false);
                 let all: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
                 error!("reload failed: {}", all.join("; "));
                 return false;
             }
         };
-        let fixed = restart_only_changes(&self.running, &config.server);
+        let mut fixed = restart_only_changes(&self.running, &config.server);
+        if config.admin.as_ref().map(|a| a.listen) != self.running_admin {
+            fixed.push("admin.listen");
+        }
         if !fixed.is_empty() {
             warn!(
                 "reload: {} changed but need a restart or binary upgrade to apply; applying everything else",
@@ -77,7 +86,7 @@ impl Reloader {
         // request after the reload, not after the next round of checks.
         background::health::check_new(&next).await;
         self.state.publish(next);
-        self.metrics.reloads_applied.inc();
+        self.metrics.reloaded(true);
         info!("{line}");
         true
     }

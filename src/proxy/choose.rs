@@ -8,6 +8,7 @@ use super::endpoints::ModelKeys;
 use crate::balance::pool::{Pick, Pool, Upstream};
 use crate::balance::queue::QueueError;
 use crate::errors::{send_json, Refusal};
+use crate::metrics::Metrics;
 use crate::models::lists::{self, ListCache, ListKind};
 use crate::models::scan;
 use crate::routing;
@@ -22,26 +23,26 @@ use std::sync::Arc;
 pub const MODEL_HEADER: &str = "x-switchyard-model";
 
 /// Answers `/v1/models` (and one model of it), `/api/tags` or `/api/ps`
-/// for the whole fleet.
+/// for the whole fleet. `Ok(Err(..))` is a refusal for the caller to send.
 pub(super) async fn answer_list(
     session: &mut Session,
     snapshot: &Snapshot,
     lists: &ListCache,
     kind: ListKind,
-) -> Result<()> {
+) -> Result<Result<(), Refusal>> {
     let body = match kind {
         ListKind::OpenAi => lists.openai(snapshot),
         ListKind::OpenAiModel => {
             let id = lists::model_id(session.req_header().uri.path()).unwrap_or_default();
             match lists.openai_model(snapshot, &id) {
                 Some(body) => body,
-                None => return Refusal::ModelNotFound { model: id }.send(session).await,
+                None => return Ok(Err(Refusal::ModelNotFound { model: id })),
             }
         }
         ListKind::OllamaTags => lists.ollama_tags(snapshot),
         ListKind::OllamaPs => lists.ollama_ps(snapshot).await,
     };
-    send_json(session, 200, body, None).await
+    send_json(session, 200, body, None).await.map(Ok)
 }
 
 /// Reads the body and finds its model (resolving an alias). `Ok(Err(..))`
@@ -98,11 +99,12 @@ pub(super) async fn read_model(
 
 /// Picks the backend for this attempt and takes its in-flight slot and
 /// circuit permit. When every candidate is at its `max_in_flight`, waits in
-/// the pool's FIFO queue for a slot.
+/// the pool's FIFO queue for a slot, and tells `metrics` how long.
 pub(super) async fn choose(
     session: &Session,
     ctx: &mut RequestCtx,
     pool: &Arc<Pool>,
+    metrics: &Metrics,
 ) -> std::result::Result<Attempt, Refusal> {
     // A retry gives its previous slot back before it queues for another.
     ctx.attempt = None;
@@ -110,7 +112,13 @@ pub(super) async fn choose(
     // Requests wait in line with those for the same model: another model's
     // backends may be free.
     let key = ctx.model.clone().unwrap_or_default();
-    match queue.wait(&key, || choose_once(session, ctx, pool)).await {
+    let (admitted, waited) = queue
+        .wait_timed(&key, || choose_once(session, ctx, pool))
+        .await;
+    if let Some(waited) = waited {
+        metrics.queue_waited(&pool.spec.name, waited);
+    }
+    match admitted {
         Ok(chosen) => chosen,
         Err(QueueError::Full) => Err(Refusal::QueueFull {
             pool: pool.spec.name.clone(),

@@ -2,6 +2,7 @@
 
 use super::attempt::{Attempt, Verdict};
 use super::framing::{Framer, StreamFormat};
+use super::observe::Observed;
 use super::usage::UsageReader;
 use crate::balance::pool::Pool;
 use crate::forwarding::Origin;
@@ -50,6 +51,8 @@ pub struct RequestCtx {
     pub(super) timing: Timing,
     /// Reads the token counts of a successful response as it passes.
     pub(super) usage: Option<UsageReader>,
+    /// Instants and answers for the metrics, recorded at the end.
+    pub(super) observed: Observed,
 }
 
 /// When a request passed each step, for its metrics and its access log
@@ -104,6 +107,7 @@ impl RequestCtx {
             origin: None,
             timing: Timing::new(),
             usage: None,
+            observed: Observed::default(),
         }
     }
 

@@ -15,6 +15,7 @@
 //! - [`failure`]: what the client gets when something fails.
 //! - [`framing`]: streamed responses passed on whole events at a time.
 //! - [`headers`]: hop-by-hop headers.
+//! - [`observe`]: what a request tells the metrics, recorded at its end.
 //! - [`policy`]: what a request must look like, and the `Via` it gets.
 //! - [`replay`]: forwarding a body read before the backend was chosen.
 //! - [`retry`]: when a failed attempt is made again on another backend.
@@ -29,6 +30,7 @@ mod endpoints;
 mod failure;
 mod framing;
 mod headers;
+mod observe;
 mod policy;
 mod replay;
 mod retry;
@@ -44,7 +46,7 @@ use crate::edge;
 use crate::errors::{Refusal, Shape};
 use crate::forwarding::{self, Origin};
 use crate::lifecycle::drain::Requests;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RetryReason};
 use crate::models::lists::ListCache;
 use crate::state::SharedState;
 use async_trait::async_trait;
@@ -140,19 +142,21 @@ impl ProxyHttp for Switchyard {
             if refusal == Refusal::LoopDetected {
                 self.metrics.loops_refused.inc();
             }
-            refuse(session, &refusal).await?;
+            refuse(session, ctx, &refusal).await?;
             return Ok(true);
         }
         let header = session.req_header();
         let endpoint = Endpoint::of(&header.method, header.uri.path());
         match endpoint {
             Endpoint::List(kind) => {
-                answer_list(session, &snapshot, &self.lists, kind).await?;
+                if let Err(refusal) = answer_list(session, &snapshot, &self.lists, kind).await? {
+                    refuse(session, ctx, &refusal).await?;
+                }
                 return Ok(true);
             }
             Endpoint::Model(keys) => {
                 if let Err(refusal) = read_model(session, ctx, &snapshot, keys).await? {
-                    refuse(session, &refusal).await?;
+                    refuse(session, ctx, &refusal).await?;
                     return Ok(true);
                 }
             }
@@ -164,11 +168,11 @@ impl ProxyHttp for Switchyard {
             .router
             .route(session.req_header(), ctx.model.as_deref())
         else {
-            Refusal::NoRoute { path }.send(session).await?;
+            refuse(session, ctx, &Refusal::NoRoute { path }).await?;
             return Ok(true);
         };
         if endpoint == Endpoint::Management && snapshot.pools[index].upstreams().len() > 1 {
-            refuse(session, &Refusal::PerBackendOperation { path }).await?;
+            refuse(session, ctx, &Refusal::PerBackendOperation { path }).await?;
             return Ok(true);
         }
         ctx.pool = Some(index);
@@ -185,7 +189,7 @@ impl ProxyHttp for Switchyard {
             .pool()
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool routed"))?;
-        let attempt = match choose(session, ctx, &pool).await {
+        let attempt = match choose(session, ctx, &pool, &self.metrics).await {
             Ok(attempt) => attempt,
             // Pingora hands this to `fail_to_proxy`, which answers it.
             Err(refusal) => return Err(refusal.into_error()),
@@ -215,12 +219,13 @@ impl ProxyHttp for Switchyard {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
         _digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.metrics.upstream_connection(reused);
         if let Some(attempt) = &mut ctx.attempt {
             attempt.on_connected(fd);
         }
@@ -397,7 +402,7 @@ impl ProxyHttp for Switchyard {
                     format!("backend answered {status}, trying another"),
                 );
                 e.set_retry(true);
-                self.metrics.retries.inc();
+                self.metrics.retried(ctx.pool_name(), RetryReason::Status);
                 return Err(e.into_up());
             }
         }
@@ -456,7 +461,7 @@ impl ProxyHttp for Switchyard {
         );
         e.set_retry(retry);
         if retry {
-            self.metrics.retries.inc();
+            self.metrics.retried(&pool.spec.name, RetryReason::Connect);
         }
         e
     }
@@ -475,8 +480,8 @@ impl ProxyHttp for Switchyard {
             // the backend's failure. A client that left is not.
             ctx.finish_attempt(Verdict::Failed);
         }
-        if retry::decide(&mut e, session, ctx, client_reused) {
-            self.metrics.retries.inc();
+        if let Some(reason) = retry::decide(&mut e, session, ctx, client_reused) {
+            self.metrics.retried(ctx.pool_name(), reason);
         }
         e
     }
@@ -492,6 +497,7 @@ impl ProxyHttp for Switchyard {
             attempt.stop_watching();
         }
         let refusal = refusal_for(e, timed_out, ctx.pool_name(), ctx.expose_backend());
+        ctx.observed.answered(refusal.as_ref());
         let code = match refusal {
             Some(refusal) if session.response_written().is_none() => {
                 if let Err(write) = refusal.send(session).await {
@@ -504,6 +510,7 @@ impl ProxyHttp for Switchyard {
                 // parser sees, in the stream's own format, rather than a
                 // truncation that could pass for a finished answer.
                 if let Some(format) = ctx.stream {
+                    self.metrics.stream_error(ctx.pool_name(), refusal.code());
                     let shape = Shape::for_path(session.req_header().uri.path());
                     let event = failure::terminal_event(format, shape, &refusal, ctx.request_id());
                     if let Err(write) = session.write_response_body(Some(event), true).await {
@@ -534,6 +541,9 @@ impl ProxyHttp for Switchyard {
             attempt.stop_watching();
         }
         let usage = ctx.usage.take().map(UsageReader::finish);
+        if let Some(usage) = &usage {
+            ctx.observed.set_usage(usage);
+        }
         if log::log_enabled!(log::Level::Debug) {
             if let Some(usage) = &usage {
                 debug!(
@@ -563,6 +573,7 @@ impl ProxyHttp for Switchyard {
                 debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
             }
         }
+        observe::record(&self.metrics, session, e, ctx);
     }
 }
 
@@ -588,10 +599,11 @@ fn usage_kind(
     }
 }
 
-/// Sends a refusal. After a 413, what the client is still sending is read
-/// (and dropped) for a while, so it gets to read the answer instead of a
-/// broken pipe, as nginx's lingering close does.
-async fn refuse(session: &mut Session, refusal: &Refusal) -> Result<()> {
+/// Sends a refusal, noted for the metrics. After a 413, what the client is
+/// still sending is read (and dropped) for a while, so it gets to read the
+/// answer instead of a broken pipe, as nginx's lingering close does.
+async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) -> Result<()> {
+    ctx.observed.answered(Some(refusal));
     refusal.send(session).await?;
     if refusal.status() == 413 {
         let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;

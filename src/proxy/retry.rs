@@ -15,6 +15,7 @@
 //! the one place Switchyard decides, and the hooks ask them.
 
 use super::ctx::RequestCtx;
+use crate::metrics::RetryReason;
 use pingora_error::{Error, ErrorType};
 use pingora_proxy::Session;
 
@@ -34,25 +35,25 @@ pub(super) fn may_retry(ctx: &RequestCtx) -> bool {
 }
 
 /// Sets whether `e`, an error while proxying to a backend, is retried.
-/// Returns whether it is.
+/// Returns why it is, if it is.
 pub(super) fn decide(
     e: &mut Error,
     session: &Session,
     ctx: &RequestCtx,
     client_reused: bool,
-) -> bool {
+) -> Option<RetryReason> {
     if session.as_ref().retry_buffer_truncated() || session.response_written().is_some() {
         // The body cannot be replayed whole, or the client has part of a
         // response: nothing is retried.
         e.set_retry(false);
-        false
+        None
     } else if before_header_timeout(e, ctx) && may_retry(ctx) {
         e.set_retry(true);
-        true
+        Some(RetryReason::FirstByteTimeout)
     } else {
         // A pooled connection closed under the request: Pingora's own rule.
         e.retry.decide_reuse(client_reused);
-        e.retry()
+        e.retry().then_some(RetryReason::ConnectionClosed)
     }
 }
 

@@ -140,6 +140,12 @@ impl Fleet {
         self
     }
 
+    /// Any `admin` key, dotted: `listen`, `token_file`.
+    pub fn admin(mut self, key: &str, value: impl Into<Value>) -> Self {
+        set_path(&mut self.root, &format!("admin.{key}"), value.into());
+        self
+    }
+
     /// Any `models` key, dotted: `refresh`, `aliases.gpt-4o`.
     pub fn models(mut self, key: &str, value: impl Into<Value>) -> Self {
         set_path(&mut self.root, &format!("models.{key}"), value.into());

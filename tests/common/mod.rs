@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod scrape;
 
 #[allow(unused_imports)]
 pub use config::{Backend, Fleet, Pool};
