@@ -166,6 +166,74 @@ async fn requests_are_counted_once_each_by_pool_backend_model_and_outcome() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_read_from_each_format_as_the_response_passes() {
+    let seven = mock(
+        MockConfig::new("seven")
+            .ttft(Duration::ZERO)
+            .token_gap(Duration::from_millis(1))
+            .tokens(7),
+    )
+    .await;
+    let (proxy, admin) = start(
+        |addr| {
+            Fleet::new(addr)
+                .pool(chat_pool(&[&seven]))
+                .route("chat", &[])
+        },
+        None,
+    )
+    .await;
+    let client = client();
+    // Three words of prompt each: an OpenAI stream, a whole OpenAI answer,
+    // an Ollama NDJSON stream, a whole Ollama answer, an Anthropic stream.
+    let messages = r#""messages":[{"role":"user","content":"one two three"}]"#;
+    for (path, extra) in [
+        (
+            "/v1/chat/completions",
+            r#""stream":true,"stream_options":{"include_usage":true}"#,
+        ),
+        ("/v1/chat/completions", r#""stream":false"#),
+        ("/api/chat", r#""stream":true"#),
+        ("/api/chat", r#""stream":false"#),
+        ("/v1/messages", r#""stream":true,"max_tokens":64"#),
+    ] {
+        let body = format!(r#"{{"model":"llama3",{extra},{messages}}}"#);
+        let resp = post_json(&client, &proxy.url(path), &body).await;
+        assert_eq!(resp.status(), 200, "{path} {extra}");
+        resp.bytes().await.unwrap();
+    }
+    let labels = |kind| {
+        [
+            ("pool", "chat"),
+            ("backend", "seven"),
+            ("model", "llama3"),
+            ("kind", kind),
+            ("source", "reported"),
+        ]
+    };
+    let s = scrape_until(admin, None, "five requests", |s| {
+        s.sum(REQUESTS, &[]) >= 5.0
+    })
+    .await;
+    let tokens = "switchyard_tokens_total";
+    assert_eq!(
+        s.value(tokens, &labels("completion")),
+        Some(35.0),
+        "{}",
+        s.text
+    );
+    assert_eq!(s.value(tokens, &labels("prompt")), Some(15.0), "{}", s.text);
+    assert_eq!(s.sum(tokens, &[("source", "estimated")]), 0.0);
+    // Time per output token for the three streams: 7 tokens each.
+    assert_eq!(
+        s.sum("switchyard_time_per_output_token_seconds_count", &[]),
+        3.0,
+        "{}",
+        s.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_counted_by_outcome_and_reason() {
     // Each failure in a pool of its own, reached by its model.
     let any = || {
