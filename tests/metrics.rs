@@ -293,7 +293,9 @@ async fn failures_are_counted_by_outcome_and_reason() {
             r#"{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}"#
         )
     };
-    let (status, chunks) = stream_chunks(&client, &url, &stream("cut")).await;
+    // Its own client: Pingora closes a connection whose stream failed, and
+    // a request reusing it could race that close.
+    let (status, chunks) = stream_chunks(&common::client(), &url, &stream("cut")).await;
     assert_eq!(status, 200);
     assert!(
         body_text(&chunks).contains("backend_error"),
@@ -305,8 +307,12 @@ async fn failures_are_counted_by_outcome_and_reason() {
     assert!(resp.chunk().await.unwrap().is_some());
     drop(resp);
 
+    // A request's counters are updated one family after another, and a
+    // scrape reads them one after another: wait for the last of each.
     let s = scrape_until(admin, None, "four requests", |s| {
         s.sum(REQUESTS, &[]) >= 4.0
+            && s.sum("switchyard_client_cancellations_total", &[]) >= 1.0
+            && s.sum("switchyard_stream_errors_total", &[]) >= 1.0
     })
     .await;
     let request = |pool: &str, labels: &[(&str, &str)]| {
