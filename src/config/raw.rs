@@ -20,6 +20,14 @@ pub struct RawConfig {
     pub pools: Option<BTreeMap<String, RawPool>>,
     pub routes: Option<Vec<RawRoute>>,
     pub models: Option<RawModels>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+/// `access_log:`: a line per request; off when the key is absent.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAccessLog {
+    pub path: Option<String>,
+    pub format: Option<String>,
 }
 
 /// `models:`: discovery, aliases and fallbacks, fleet-wide.

@@ -2,6 +2,7 @@
 //!
 //! The general behaviour is here; each concern has its own file.
 
+mod access_log;
 mod backends;
 mod bounds;
 mod duplicates;

@@ -15,8 +15,10 @@
 //! - [`pools`], `pools.NAME`: timeouts, health check, circuit and queue;
 //! - [`backends`], `pools.NAME.backends`: and what a pool may cost to build;
 //! - [`routes`], `routes`;
-//! - [`models`], `models:`.
+//! - [`models`], `models:`;
+//! - [`access_log`], `access_log:`.
 
+pub mod access_log;
 pub mod backends;
 pub mod models;
 pub mod pools;
@@ -250,6 +252,7 @@ pub fn validate(raw: RawConfig, mistyped: Vec<Mistyped>) -> Result<Config, Confi
     };
 
     let models = models::models(&mut errors, raw.models.unwrap_or_default());
+    let access_log = access_log::access_log(&mut errors, raw.access_log);
 
     if errors.list.is_empty() && errors.mistyped.is_empty() {
         Ok(Config {
@@ -257,6 +260,7 @@ pub fn validate(raw: RawConfig, mistyped: Vec<Mistyped>) -> Result<Config, Confi
             pools,
             routes,
             models,
+            access_log,
         })
     } else {
         let mut all: Vec<ConfigError> = errors.mistyped.iter().map(Mistyped::error).collect();
