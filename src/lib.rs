@@ -14,6 +14,7 @@
 //! - [`forwarding`]: who a request is from: its id, its client's address
 //!   behind trusted proxies, and the `X-Forwarded-*` headers.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
+//! - [`access_log`]: a JSON line per request, written off the request path.
 //! - [`errors`]: the answers Switchyard gives itself, as OpenAI-style JSON.
 //! - [`metrics`]: the counters Switchyard keeps, passed in by `Arc`.
 //! - [`lifecycle`]: SIGHUP reload, drain on shutdown, binary upgrade.
@@ -24,9 +25,11 @@
 //! - [`cli`]: the command line.
 //!
 //! Public are only the modules the binaries, tests and benchmarks use
-//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool and
-//! model scanner the micro-benchmarks time); the rest is the crate's own.
+//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool,
+//! model scanner and access log the micro-benchmarks time); the rest is the
+//! crate's own.
 
+pub mod access_log;
 pub(crate) mod background;
 pub mod balance;
 pub mod cli;

@@ -16,6 +16,10 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -68,4 +72,8 @@ pub struct Metrics {
     /// Reloads applied, and refused for an invalid file.
     pub reloads_applied: Counter,
     pub reloads_failed: Counter,
+    /// Access log lines lost: the buffer was full (the disk could not keep
+    /// up), or writing them failed (a full disk, a file that cannot be
+    /// opened).
+    pub access_log_dropped: Counter,
 }
