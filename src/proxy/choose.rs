@@ -16,32 +16,34 @@ use log::debug;
 use pingora_error::Result;
 use pingora_proxy::Session;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Names the model that served a response, which differs from the one asked
 /// for when a fallback was used.
 pub const MODEL_HEADER: &str = "x-switchyard-model";
 
 /// Answers `/v1/models` (and one model of it), `/api/tags` or `/api/ps`
-/// for the whole fleet.
+/// for the whole fleet. `Ok(Err(..))` is an answer for the client (a
+/// model that is not there); `Err` a failed client connection.
 pub(super) async fn answer_list(
     session: &mut Session,
     snapshot: &Snapshot,
     lists: &ListCache,
     kind: ListKind,
-) -> Result<()> {
+) -> Result<Result<(), Refusal>> {
     let body = match kind {
         ListKind::OpenAi => lists.openai(snapshot),
         ListKind::OpenAiModel => {
             let id = lists::model_id(session.req_header().uri.path()).unwrap_or_default();
             match lists.openai_model(snapshot, &id) {
                 Some(body) => body,
-                None => return Refusal::ModelNotFound { model: id }.send(session).await,
+                None => return Ok(Err(Refusal::ModelNotFound { model: id })),
             }
         }
         ListKind::OllamaTags => lists.ollama_tags(snapshot),
         ListKind::OllamaPs => lists.ollama_ps(snapshot).await,
     };
-    send_json(session, 200, body, None).await
+    send_json(session, 200, body, None).await.map(Ok)
 }
 
 /// Reads the body and finds its model (resolving an alias). `Ok(Err(..))`
@@ -110,7 +112,10 @@ pub(super) async fn choose(
     // Requests wait in line with those for the same model: another model's
     // backends may be free.
     let key = ctx.model.clone().unwrap_or_default();
-    match queue.wait(&key, || choose_once(session, ctx, pool)).await {
+    let began = Instant::now();
+    let admitted = queue.wait(&key, || choose_once(session, ctx, pool)).await;
+    ctx.queue_wait += began.elapsed();
+    match admitted {
         Ok(chosen) => chosen,
         Err(QueueError::Full) => Err(Refusal::QueueFull {
             pool: pool.spec.name.clone(),

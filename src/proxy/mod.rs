@@ -40,6 +40,7 @@ pub use ctx::RequestCtx;
 pub use framing::StreamFormat;
 pub use policy::Via;
 
+use crate::access_log::Reason;
 use crate::edge;
 use crate::errors::{Refusal, Shape};
 use crate::forwarding::{self, Origin};
@@ -140,19 +141,21 @@ impl ProxyHttp for Switchyard {
             if refusal == Refusal::LoopDetected {
                 self.metrics.loops_refused.inc();
             }
-            refuse(session, &refusal).await?;
+            refuse(session, ctx, &refusal).await?;
             return Ok(true);
         }
         let header = session.req_header();
         let endpoint = Endpoint::of(&header.method, header.uri.path());
         match endpoint {
             Endpoint::List(kind) => {
-                answer_list(session, &snapshot, &self.lists, kind).await?;
+                if let Err(refusal) = answer_list(session, &snapshot, &self.lists, kind).await? {
+                    refuse(session, ctx, &refusal).await?;
+                }
                 return Ok(true);
             }
             Endpoint::Model(keys) => {
                 if let Err(refusal) = read_model(session, ctx, &snapshot, keys).await? {
-                    refuse(session, &refusal).await?;
+                    refuse(session, ctx, &refusal).await?;
                     return Ok(true);
                 }
             }
@@ -164,11 +167,11 @@ impl ProxyHttp for Switchyard {
             .router
             .route(session.req_header(), ctx.model.as_deref())
         else {
-            Refusal::NoRoute { path }.send(session).await?;
+            refuse(session, ctx, &Refusal::NoRoute { path }).await?;
             return Ok(true);
         };
         if endpoint == Endpoint::Management && snapshot.pools[index].upstreams().len() > 1 {
-            refuse(session, &Refusal::PerBackendOperation { path }).await?;
+            refuse(session, ctx, &Refusal::PerBackendOperation { path }).await?;
             return Ok(true);
         }
         ctx.pool = Some(index);
@@ -358,7 +361,7 @@ impl ProxyHttp for Switchyard {
             .contains_key(http::header::UPGRADE);
         if upgrade && !asked {
             // Never a raw tunnel the client did not ask for.
-            ctx.finish_attempt(Verdict::Failed);
+            ctx.fail_attempt(Reason::BadResponse);
             return Err(Refusal::BackendError {
                 pool: ctx.pool_name().to_string(),
                 what: "it switched protocols on a request that did not ask to".into(),
@@ -366,7 +369,7 @@ impl ProxyHttp for Switchyard {
             .into_error());
         }
         if policy::header_size(&upstream_response.headers) > policy::MAX_UPSTREAM_HEADER {
-            ctx.finish_attempt(Verdict::Failed);
+            ctx.fail_attempt(Reason::BadResponse);
             return Err(Refusal::BackendError {
                 pool: ctx.pool_name().to_string(),
                 what: format!(
@@ -389,7 +392,7 @@ impl ProxyHttp for Switchyard {
             }
         }
         if status >= 500 || status == 429 {
-            ctx.finish_attempt(Verdict::Failed);
+            ctx.fail_attempt(Reason::Status(status));
             if retry::is_retryable_status(status) && retry::may_retry(ctx) {
                 // Nothing has reached the client yet: try another backend.
                 let mut e = Error::explain(
@@ -440,7 +443,7 @@ impl ProxyHttp for Switchyard {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.finish_attempt(Verdict::Failed);
+        ctx.fail_attempt(attempt::connect_failure(&e));
         let retry = retry::may_retry(ctx);
         let Some(pool) = ctx.pool() else { return e };
         warn!(
@@ -473,7 +476,8 @@ impl ProxyHttp for Switchyard {
         if *e.esource() == ErrorSource::Upstream {
             // A dropped connection, a timeout, or a status retried below:
             // the backend's failure. A client that left is not.
-            ctx.finish_attempt(Verdict::Failed);
+            let header = ctx.timing.header.is_some();
+            ctx.fail_attempt(attempt::proxy_failure(&e, ctx.timed_out(), header));
         }
         if retry::decide(&mut e, session, ctx, client_reused) {
             self.metrics.retries.inc();
@@ -492,6 +496,9 @@ impl ProxyHttp for Switchyard {
             attempt.stop_watching();
         }
         let refusal = refusal_for(e, timed_out, ctx.pool_name(), ctx.expose_backend());
+        if let Some(refusal) = &refusal {
+            ctx.error_code = Some(refusal.code());
+        }
         let code = match refusal {
             Some(refusal) if session.response_written().is_none() => {
                 if let Err(write) = refusal.send(session).await {
@@ -588,10 +595,12 @@ fn usage_kind(
     }
 }
 
-/// Sends a refusal. After a 413, what the client is still sending is read
-/// (and dropped) for a while, so it gets to read the answer instead of a
-/// broken pipe, as nginx's lingering close does.
-async fn refuse(session: &mut Session, refusal: &Refusal) -> Result<()> {
+/// Sends a refusal, and records its code for the access log. After a 413,
+/// what the client is still sending is read (and dropped) for a while, so
+/// it gets to read the answer instead of a broken pipe, as nginx's
+/// lingering close does.
+async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) -> Result<()> {
+    ctx.error_code = Some(refusal.code());
     refusal.send(session).await?;
     if refusal.status() == 413 {
         let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
