@@ -5,8 +5,10 @@
 //! process, so [`ReloadService`] installs a handler from inside Pingora's
 //! runtime (a background service survives the daemon fork, a thread started
 //! before `run_forever` would not). A file that fails to parse or validate
-//! changes nothing.
+//! changes nothing. A reload also reopens the access log, at its new path
+//! if `access_log.path` changed.
 
+use crate::access_log::AccessLog;
 use crate::background;
 use crate::config::{Config, ConfigErrors, ServerSettings};
 use crate::metrics::Metrics;
@@ -26,6 +28,8 @@ pub struct Reloader {
     running: ServerSettings,
     /// Counts reloads applied and refused.
     metrics: Arc<Metrics>,
+    /// Given the reloaded `access_log:`.
+    access_log: Arc<AccessLog>,
 }
 
 impl Reloader {
@@ -34,12 +38,14 @@ impl Reloader {
         path: PathBuf,
         running: ServerSettings,
         metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
     ) -> Self {
         Reloader {
             state,
             path,
             running,
             metrics,
+            access_log,
         }
     }
 
@@ -70,12 +76,20 @@ impl Reloader {
                 fixed.join(", ")
             );
         }
+        let access_log = config.access_log.clone();
         let (next, diff) = self.state.prepare(config);
         let line = format!("reload {}: {}", next.generation, diff.summary(&next.config));
         // Backends the reload adds are checked before they are published:
         // a pool whose backends were all replaced serves from the first
         // request after the reload, not after the next round of checks.
         background::health::check_new(&next).await;
+        // Opening a file may block on the disk: not on this runtime.
+        let log = self.access_log.clone();
+        let configured =
+            tokio::task::spawn_blocking(move || log.configure(access_log.as_ref())).await;
+        if let Err(e) = configured {
+            error!("reload: applying access_log failed: {e}");
+        }
         self.state.publish(next);
         self.metrics.reloads_applied.inc();
         info!("{line}");

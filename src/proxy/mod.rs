@@ -6,6 +6,7 @@
 //! pool's `retries`; errors the proxy answers itself are OpenAI-style JSON.
 //!
 //! # Layout
+//! - [`access`]: a request's access log line, from its context.
 //! - [`attempt`]: one attempt at one backend, and what its events mean.
 //! - [`body`]: reading a body whole to route on its model.
 //! - [`ctx`]: what one request carries from hook to hook.
@@ -21,6 +22,7 @@
 //! - [`usage`]: the token counts of a response, read as it streams past.
 //! - [`watchdog`]: the first-byte and idle timeouts of a response.
 
+mod access;
 mod attempt;
 mod body;
 mod choose;
@@ -40,7 +42,7 @@ pub use ctx::RequestCtx;
 pub use framing::StreamFormat;
 pub use policy::Via;
 
-use crate::access_log::Reason;
+use crate::access_log::{AccessLog, Reason};
 use crate::edge;
 use crate::errors::{Refusal, Shape};
 use crate::forwarding::{self, Origin};
@@ -86,16 +88,24 @@ pub struct Switchyard {
     /// This process's `Via` entry: added to every forwarded request, and
     /// the sign of a request that has looped back.
     via: Via,
+    /// Gets a line for every request.
+    access_log: Arc<AccessLog>,
 }
 
 impl Switchyard {
-    pub fn new(state: Arc<SharedState>, in_flight: Arc<Requests>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        state: Arc<SharedState>,
+        in_flight: Arc<Requests>,
+        metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
+    ) -> Self {
         Switchyard {
             state,
             in_flight,
             metrics,
             via: Via::new(),
             lists: ListCache::default(),
+            access_log,
         }
     }
 }
@@ -570,6 +580,7 @@ impl ProxyHttp for Switchyard {
                 debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
             }
         }
+        access::log(&self.access_log, session, ctx, usage.as_ref());
     }
 }
 
