@@ -438,3 +438,28 @@ impl StripSuffixOf for str {
         self.lines().next()?.strip_suffix(suffix)
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_queued_says_for_how_long() {
+    let m = mock(quick("b0", 1).ttft(Duration::from_millis(400))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_in(&dir, "access.log");
+    let pool = Pool::new("chat").backend(known(&m).set("max_in_flight", 1));
+    let proxy = proxy_logging_to(log.to_str().unwrap(), pool).await;
+    let url = proxy.url("/v1/chat/completions");
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { send(&client(), &url, CHAT, "first").await }
+    });
+    wait_until(DEADLINE, "the first request at the backend", || async {
+        m.stats().in_flight() == 1
+    })
+    .await;
+    assert_eq!(send(&client(), &url, CHAT, "second").await.0, 200);
+    assert_eq!(first.await.unwrap().0, 200);
+    let lines = by_id(wait_lines(&log, 2).await);
+    assert_eq!(lines["first"]["queue_ms"], 0.0, "admitted at once");
+    let waited = lines["second"]["queue_ms"].as_f64().unwrap();
+    assert!(waited >= 200.0, "{}", lines["second"]);
+    assert!(waited <= lines["second"]["duration_ms"].as_f64().unwrap());
+}

@@ -112,9 +112,23 @@ pub(super) async fn choose(
     // Requests wait in line with those for the same model: another model's
     // backends may be free.
     let key = ctx.model.clone().unwrap_or_default();
-    let began = Instant::now();
-    let admitted = queue.wait(&key, || choose_once(session, ctx, pool)).await;
-    ctx.queue_wait += began.elapsed();
+    // The wait is timed from the first try that found every backend busy,
+    // or from the start when others wait already (this request may queue
+    // behind them before its first try). Most requests are admitted at
+    // their first try and read no clock.
+    let mut waiting_since = (!queue.is_empty()).then(Instant::now);
+    let admitted = queue
+        .wait(&key, || {
+            let chosen = choose_once(session, ctx, pool);
+            if chosen.is_none() && waiting_since.is_none() {
+                waiting_since = Some(Instant::now());
+            }
+            chosen
+        })
+        .await;
+    if let Some(since) = waiting_since {
+        ctx.queue_wait += since.elapsed();
+    }
     match admitted {
         Ok(chosen) => chosen,
         Err(QueueError::Full) => Err(Refusal::QueueFull {
