@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use buffer::{Buffer, Pushed};
 use log::{info, warn};
 use sink::Sink;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 
@@ -66,12 +66,17 @@ pub struct AccessLog {
     out: Mutex<Out>,
     /// Counts the lines dropped.
     metrics: Arc<Metrics>,
+    /// Lines refused by a full buffer since the writer last looked: the
+    /// writer, not the request, says so in the log.
+    overflowed: AtomicU64,
 }
 
 struct Out {
     sink: Sink,
     /// The batch being written; its capacity is kept from one to the next.
     batch: Vec<u8>,
+    /// Lines are coming faster than they are written, and it was said.
+    behind: bool,
 }
 
 impl AccessLog {
@@ -85,8 +90,10 @@ impl AccessLog {
             out: Mutex::new(Out {
                 sink: Sink::new(spec.map(|s| s.path.clone())),
                 batch: Vec::new(),
+                behind: false,
             }),
             metrics,
+            overflowed: AtomicU64::new(0),
         }
     }
 
@@ -111,7 +118,10 @@ impl AccessLog {
         match self.buffer.push(&line) {
             Pushed::Queued => {}
             Pushed::Wake => self.wake.notify_one(),
-            Pushed::Dropped => self.metrics.access_log_dropped.inc(),
+            Pushed::Dropped => {
+                self.metrics.access_log_dropped.inc();
+                self.overflowed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -174,8 +184,26 @@ impl AccessLog {
     }
 
     fn write_pending(&self, out: &mut Out) -> bool {
-        let Out { sink, batch } = out;
+        let Out {
+            sink,
+            batch,
+            behind,
+        } = out;
         let lines = self.buffer.take(batch);
+        // A full buffer is an episode too, logged once when it begins and
+        // once when it ends.
+        let overflowed = self.overflowed.swap(0, Ordering::Relaxed);
+        match (overflowed > 0, *behind) {
+            (true, false) => warn!(
+                "access log: lines come faster than {} takes them; \
+                 dropping what the buffer cannot hold ({MAX_PENDING_LINES} lines)",
+                sink.path()
+                    .map_or_else(|| "nowhere".into(), |p| p.to_string())
+            ),
+            (false, true) => info!("access log: keeping up again"),
+            _ => {}
+        }
+        *behind = overflowed > 0;
         if lines == 0 {
             return false;
         }
@@ -270,6 +298,7 @@ mod tests {
         }
         assert_eq!(metrics.access_log_dropped.get(), 5, "past the cap");
         log.flush();
+        assert!(log.lock().behind, "said once");
         assert_eq!(
             metrics.access_log_dropped.get(),
             MAX_PENDING_LINES as u64 + 5,
