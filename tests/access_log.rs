@@ -393,14 +393,15 @@ async fn a_full_disk_costs_lines_not_time_and_warns_once() {
     proxy.signal("TERM");
     proxy.wait_log("lines were dropped since start").await;
     let text = proxy.log_text();
-    let dropped: u64 = text
-        .split("access log: ")
-        .filter_map(|s| s.strip_suffix_of(" lines were dropped since start"))
-        .next()
-        .unwrap_or_else(|| panic!("{text}"))
-        .parse()
-        .unwrap();
-    assert_eq!(dropped, 100, "{text}");
+    let dropped = text
+        .lines()
+        .find_map(|l| {
+            l.split_once("access log: ")?
+                .1
+                .strip_suffix(" lines were dropped since start")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(dropped, "100", "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,17 +429,6 @@ async fn a_missing_directory_costs_lines_until_it_is_back() {
     assert_eq!(proxy.log_text().matches(&warning).count(), 1);
 }
 
-/// `str::strip_suffix` for the first line of a text.
-trait StripSuffixOf {
-    fn strip_suffix_of(&self, suffix: &str) -> Option<&str>;
-}
-
-impl StripSuffixOf for str {
-    fn strip_suffix_of(&self, suffix: &str) -> Option<&str> {
-        self.lines().next()?.strip_suffix(suffix)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_queued_says_for_how_long() {
     let m = mock(quick("b0", 1).ttft(Duration::from_millis(400))).await;
@@ -462,4 +452,45 @@ async fn a_request_that_queued_says_for_how_long() {
     let waited = lines["second"]["queue_ms"].as_f64().unwrap();
     assert!(waited >= 200.0, "{}", lines["second"]);
     assert!(waited <= lines["second"]["duration_ms"].as_f64().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_stuck_on_a_file_that_takes_nothing_slows_no_request() {
+    // A pipe that is open for reading but never read: once its 64 KiB are
+    // full, every write blocks, as on a disk or a network file system
+    // that has stopped answering.
+    use std::os::unix::fs::OpenOptionsExt;
+    let m = mock(quick("b0", 1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("access.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success());
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let proxy =
+        proxy_logging_to(fifo.to_str().unwrap(), Pool::new("chat").backend(known(&m))).await;
+    // About 150 lines fill the pipe; the rest wait in the buffer.
+    let slowest = slowest_of(400, &proxy).await;
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a request took {slowest:?}"
+    );
+    // Nor does it hold up the exit: the buffered lines are given up.
+    let began = Instant::now();
+    proxy.signal("TERM");
+    proxy.wait_log("buffered lines are lost").await;
+    let mut proxy = proxy;
+    wait_until(DEADLINE, "the proxy to exit", || {
+        let exited = proxy.child.try_wait().unwrap().is_some();
+        async move { exited }
+    })
+    .await;
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
 }

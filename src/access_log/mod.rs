@@ -30,8 +30,10 @@ use buffer::{Buffer, Pushed};
 use log::{info, warn};
 use sink::Sink;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Lines held for the writer at most. At the highest rate one core of
 /// Switchyard serves (about 35,000 requests a second), about a second of
@@ -46,6 +48,11 @@ pub const MAX_PENDING_BYTES: usize = 16 << 20;
 
 /// Room reserved for a line before writing it: most fit without growing.
 const LINE_CAPACITY: usize = 512;
+
+/// How long the last lines at exit wait for a write under way: longer
+/// than any write to a disk that works, short enough not to hold up a
+/// stop or an upgrade.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// The batch's capacity kept after a write. A stall can grow the buffer
 /// to [`MAX_PENDING_BYTES`]; once it has passed, the memory is given back
@@ -168,13 +175,44 @@ impl AccessLog {
     }
 
     /// Writes what is buffered and says how many lines were lost since
-    /// start, if any: the last thing before the process exits.
+    /// start, if any: the last thing before the process exits. A writer
+    /// stuck in a write (a disk or network file system that does not
+    /// answer) is waited for [`CLOSE_WAIT`] at most, so that it cannot
+    /// hold the process up; what is buffered is then lost, and counted.
     pub fn close(&self) {
-        self.flush();
+        self.flush_within(CLOSE_WAIT);
         let dropped = self.metrics.access_log_dropped.get();
         if dropped > 0 {
             warn!("access log: {dropped} lines were dropped since start");
         }
+    }
+
+    /// Writes what is buffered unless a write already under way does not
+    /// end within `wait`; then drops what is buffered, and says so.
+    pub fn flush_within(&self, wait: Duration) {
+        let began = Instant::now();
+        loop {
+            match self.out.try_lock() {
+                Ok(mut out) => {
+                    self.write_pending(&mut out);
+                    return;
+                }
+                Err(TryLockError::Poisoned(p)) => {
+                    self.write_pending(&mut p.into_inner());
+                    return;
+                }
+                Err(TryLockError::WouldBlock) if began.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => break,
+            }
+        }
+        let lost = self.buffer.take(&mut Vec::new());
+        self.metrics.access_log_dropped.add(lost as u64);
+        warn!(
+            "access log: a write has not returned for {wait:?}; \
+             {lost} buffered lines are lost"
+        );
     }
 
     /// Resolves when the writer is wanted before its next round: the first
@@ -225,7 +263,7 @@ impl AccessLog {
 mod tests {
     use super::*;
     use crate::config::{LogFormat, LogPath};
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     fn spec(path: &std::path::Path) -> AccessLogSpec {
         AccessLogSpec {
@@ -304,5 +342,28 @@ mod tests {
             MAX_PENDING_LINES as u64 + 5,
             "every write fails on /dev/full"
         );
+    }
+}
+
+#[cfg(test)]
+mod close_tests {
+    use super::*;
+    use crate::config::{LogFormat, LogPath};
+
+    #[test]
+    fn a_stuck_writer_does_not_hold_up_the_exit() {
+        let metrics = Arc::new(Metrics::default());
+        let spec = AccessLogSpec {
+            path: LogPath::File("/dev/null".into()),
+            format: LogFormat::Json,
+        };
+        let log = AccessLog::new(Some(&spec), metrics.clone());
+        assert_eq!(log.buffer.push(b"{}\n"), Pushed::Wake);
+        let stuck = log.lock();
+        let began = std::time::Instant::now();
+        log.flush_within(Duration::from_millis(50));
+        assert!(began.elapsed() < Duration::from_secs(5));
+        assert_eq!(metrics.access_log_dropped.get(), 1, "the buffered line");
+        drop(stuck);
     }
 }

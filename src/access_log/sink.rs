@@ -99,7 +99,11 @@ impl Sink {
     pub(super) fn write(&mut self, batch: &[u8], lines: usize) -> usize {
         self.open_if_stale();
         let Some(out) = &mut self.out else {
-            self.dropped(lines);
+            // With no path, these are lines that raced the log being
+            // turned off: lost, but no failure to report.
+            if self.path.is_some() {
+                self.dropped(lines);
+            }
             return lines;
         };
         let mut written = 0;

@@ -45,7 +45,7 @@ struct FlushOnDrop<'a>(&'a AccessLog);
 
 impl Drop for FlushOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.flush();
+        self.0.flush_within(crate::access_log::CLOSE_WAIT);
     }
 }
 

@@ -10,7 +10,7 @@
 
 use crate::access_log::AccessLog;
 use crate::background;
-use crate::config::{Config, ConfigErrors, ServerSettings};
+use crate::config::{AccessLogSpec, Config, ConfigErrors, ServerSettings};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
 use async_trait::async_trait;
@@ -19,6 +19,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Applies configuration files to a running [`SharedState`].
 pub struct Reloader {
@@ -83,19 +84,37 @@ impl Reloader {
         // a pool whose backends were all replaced serves from the first
         // request after the reload, not after the next round of checks.
         background::health::check_new(&next).await;
-        // Opening a file may block on the disk: not on this runtime.
-        let log = self.access_log.clone();
-        let configured =
-            tokio::task::spawn_blocking(move || log.configure(access_log.as_ref())).await;
-        if let Err(e) = configured {
-            error!("reload: applying access_log failed: {e}");
-        }
         self.state.publish(next);
+        self.configure_access_log(access_log).await;
         self.metrics.reloads_applied.inc();
         info!("{line}");
         true
     }
 }
+
+impl Reloader {
+    /// Applies `access_log:` and reopens the file. Opening a file and
+    /// writing the lines so far may block on the disk, so it runs off this
+    /// runtime, and a disk that does not answer holds up the reload for
+    /// [`ACCESS_LOG_WAIT`] at most: the change then applies when the disk
+    /// returns.
+    async fn configure_access_log(&self, spec: Option<AccessLogSpec>) {
+        let log = self.access_log.clone();
+        let configure = tokio::task::spawn_blocking(move || log.configure(spec.as_ref()));
+        match tokio::time::timeout(ACCESS_LOG_WAIT, configure).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!("reload: applying access_log failed: {e}"),
+            Err(_) => warn!(
+                "reload: the access log's file has not answered for {ACCESS_LOG_WAIT:?}; \
+                 access_log applies when it does"
+            ),
+        }
+    }
+}
+
+/// How long a reload waits for the access log's file: see
+/// [`Reloader::configure_access_log`].
+const ACCESS_LOG_WAIT: Duration = Duration::from_secs(5);
 
 /// The `server.*` keys that differ: only a restart or upgrade applies them.
 fn restart_only_changes(running: &ServerSettings, new: &ServerSettings) -> Vec<&'static str> {
