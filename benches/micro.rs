@@ -3,13 +3,17 @@
 //! the OpenAI Python SDK sends it) and in a small body of twenty sampling
 //! options (model first, so every key after it is still examined); and
 //! reading token usage from response bodies as they stream past, per event
-//! and per KiB; and what recording a request in the metrics costs.
+//! and per KiB; what recording a request in the metrics costs; and
+//! building a request's access log line and queueing it.
 //! `cargo bench --bench micro`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use switchyard::access_log::{AccessLog, Entry, Failure};
 use switchyard::balance::pool::{Pick, Pool};
-use switchyard::config::Config;
+use switchyard::config::{AccessLogSpec, Config, LogFormat, LogPath};
 use switchyard::metrics::{Metrics, Outcome, RequestRecord, TokenSource, Usage};
 use switchyard::models::scan;
 use usage::{BodyKind, Source, UsageReader};
@@ -188,5 +192,81 @@ fn metrics(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, selection, model_extraction, usage_reading, metrics);
+/// A chat request's line as the `logging` hook builds it: the times read
+/// from the clock, the fields borrowed from the request.
+fn chat_entry<'a>(start: Instant, failures: &'a [Failure]) -> Entry<'a> {
+    let duration = start.elapsed();
+    let now = SystemTime::now();
+    Entry {
+        time: now.checked_sub(duration).unwrap_or(now),
+        request_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        client: Some("10.1.2.3".parse().unwrap()),
+        method: "POST",
+        path: "/v1/chat/completions",
+        status: 200,
+        pool: Some("chat"),
+        backend: Some("gpu-1"),
+        model: Some("llama3.1:8b"),
+        served_model: Some("llama3.1:8b"),
+        attempts: 1,
+        failures,
+        queue: Duration::ZERO,
+        ttft: Some(Duration::from_micros(181_234)),
+        duration,
+        bytes_in: 212,
+        bytes_out: 46_811,
+        prompt_tokens: Some(31),
+        completion_tokens: Some(256),
+        tokens_estimated: false,
+        error: None,
+    }
+}
+
+fn access_log(c: &mut Criterion) {
+    let mut group = c.benchmark_group("access_log");
+    group.throughput(Throughput::Elements(1));
+    let start = Instant::now();
+    // The line alone: clock, fields, JSON.
+    let mut line = Vec::with_capacity(512);
+    group.bench_function("line", |b| {
+        b.iter(|| {
+            line.clear();
+            chat_entry(black_box(start), &[]).write_line(&mut line);
+            black_box(line.len())
+        })
+    });
+    // What a request pays: the line, and queueing it, while a writer
+    // takes the buffer every 10 ms (into /dev/null) as the real one does
+    // every 100 ms, so the buffer never fills and no line is dropped.
+    let spec = AccessLogSpec {
+        path: LogPath::File("/dev/null".into()),
+        format: LogFormat::Json,
+    };
+    let log = Arc::new(AccessLog::detached(Some(&spec)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                log.flush();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    group.bench_function("record", |b| {
+        b.iter(|| log.record(&chat_entry(black_box(start), &[])))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    selection,
+    model_extraction,
+    usage_reading,
+    metrics,
+    access_log
+);
 criterion_main!(benches);

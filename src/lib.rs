@@ -14,6 +14,7 @@
 //! - [`forwarding`]: who a request is from: its id, its client's address
 //!   behind trusted proxies, and the `X-Forwarded-*` headers.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
+//! - [`access_log`]: a JSON line per request, written off the request path.
 //! - [`errors`]: the answers Switchyard gives itself, as OpenAI-style JSON.
 //! - [`metrics`]: what Switchyard counts, passed in by `Arc`, and its
 //!   Prometheus registry.
@@ -27,8 +28,10 @@
 //!
 //! Public are only the modules the binaries, tests and benchmarks use
 //! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool,
-//! model scanner and metrics the micro-benchmarks time); the rest is the crate's own.
+//! model scanner, metrics and access log the micro-benchmarks time); the
+//! rest is the crate's own.
 
+pub mod access_log;
 pub(crate) mod admin;
 pub(crate) mod background;
 pub mod balance;

@@ -18,13 +18,15 @@ use switchyard::server::{self, RunOptions};
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    // SIGHUP's default action ends the process, and Switchyard's handler is
-    // only installed once Pingora's services run. Until then (startup, the
-    // daemon fork) a `systemctl reload` must not kill it: ignore the signal.
-    // The reload service's handler replaces this disposition.
+    // SIGHUP's and SIGUSR1's default action ends the process, and
+    // Switchyard's handlers are only installed once Pingora's services run.
+    // Until then (startup, the daemon fork) a `systemctl reload` or a
+    // logrotate must not kill it: ignore the signals. The reload service's
+    // and the access log writer's handlers replace this disposition.
     // SAFETY: called before any thread exists; SIG_IGN needs no handler code.
     unsafe {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
     }
     if let Err(e) = switchyard::logging::Logger::from_env().install() {
         eprintln!("switchyard: cannot start logging: {e}");

@@ -1,7 +1,10 @@
 //! Assembles the Pingora server: the proxy service on its listeners, the
-//! admin listener, the health checker and the SIGHUP reloader.
+//! admin listener, the health checker, the access log's writer and the
+//! SIGHUP reloader.
 
+use crate::access_log::AccessLog;
 use crate::admin;
+use crate::background::access_log::AccessLogService;
 use crate::background::discovery::DiscoveryService;
 use crate::background::health::HealthService;
 use crate::config::Config;
@@ -99,10 +102,19 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     let in_flight = Arc::new(Requests::default());
     let metrics = Arc::new(Metrics::default());
     metrics.watch_fleet(state.clone(), in_flight.clone());
+    let access_log = Arc::new(AccessLog::new(
+        state.load().config.access_log.as_ref(),
+        metrics.clone(),
+    ));
 
     let proxy = pingora_proxy::http_proxy(
         &server.configuration,
-        Switchyard::new(state.clone(), in_flight.clone(), metrics.clone()),
+        Switchyard::new(
+            state.clone(),
+            in_flight.clone(),
+            metrics.clone(),
+            access_log.clone(),
+        ),
     );
     let mut proxy = Service::new(
         "switchyard proxy".to_string(),
@@ -116,7 +128,14 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     if let Some(admin) = &admin {
         server.add_service(admin::service(admin, state.clone(), metrics.clone()));
     }
-    server.add_service(background_service("drain", DrainService::new(in_flight)));
+    server.add_service(background_service(
+        "drain",
+        DrainService::new(in_flight, access_log.clone()),
+    ));
+    server.add_service(background_service(
+        "access log",
+        AccessLogService::new(access_log.clone()),
+    ));
     server.add_service(background_service(
         "model discovery",
         DiscoveryService::new(state.clone(), metrics.clone()),
@@ -131,6 +150,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
             path.clone(),
             settings,
             metrics.clone(),
+            access_log,
         ));
         server.add_service(background_service("reload", ReloadService::new(reloader)));
     }

@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`health`]: active health checks.
 //! - [`discovery`]: each backend's model list.
+//! - [`access_log`]: writing the access log's lines, and reopening it.
 
+pub mod access_log;
 pub mod discovery;
 pub mod health;

@@ -23,6 +23,8 @@ pub struct Config {
     pub models: ModelsSpec,
     /// The admin listener; `None` when not configured.
     pub admin: Option<AdminSettings>,
+    /// `access_log:`; `None` (the default) writes none.
+    pub access_log: Option<AccessLogSpec>,
 }
 
 /// `admin:`: the listener for `/metrics`, apart from the proxy's, so that
@@ -65,6 +67,44 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(..)")
     }
+}
+
+/// `access_log:`: where the line of each request goes, and in what form.
+/// A reload applies a change at once, and SIGUSR1 reopens the file.
+/// Checks: [`crate::config::validate::access_log`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSpec {
+    pub path: LogPath,
+    pub format: LogFormat,
+}
+
+/// Where access log lines are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogPath {
+    /// The process's standard output, for a service manager's journal or
+    /// a container's log collector.
+    Stdout,
+    /// A file, opened for appending and created if missing; an absolute
+    /// path.
+    File(std::path::PathBuf),
+}
+
+impl std::fmt::Display for LogPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogPath::Stdout => f.write_str("stdout"),
+            LogPath::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// How a line is written. One JSON object per line is the only form for
+/// now; the key is there so that another can be added without changing
+/// the meaning of files that name none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Json,
 }
 
 /// `models:`.

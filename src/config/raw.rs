@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub routes: Option<Vec<RawRoute>>,
     pub models: Option<RawModels>,
     pub admin: Option<RawAdmin>,
+    pub access_log: Option<RawAccessLog>,
 }
 
 /// `admin:`: the admin listener (`/metrics`); off unless given.
@@ -31,6 +32,13 @@ pub struct RawAdmin {
     pub token_env: Option<String>,
     /// A file holding the bearer token.
     pub token_file: Option<String>,
+}
+
+/// `access_log:`: a line per request; off when the key is absent.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAccessLog {
+    pub path: Option<String>,
+    pub format: Option<String>,
 }
 
 /// `models:`: discovery, aliases and fallbacks, fleet-wide.

@@ -13,8 +13,9 @@
 //! (`Server::run`), which no signal, watch or service can cut short. By
 //! then nothing is in flight and the listeners are closed (or handed to
 //! the new binary), so nothing is lost that Pingora's own ending would
-//! have kept.
+//! have kept. The access log's last lines are written first.
 
+use crate::access_log::AccessLog;
 use async_trait::async_trait;
 use log::info;
 use pingora_core::server::ShutdownWatch;
@@ -59,11 +60,16 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// Exits the process once shutdown has begun and no request is in flight.
 pub struct DrainService {
     in_flight: Arc<Requests>,
+    /// Written out before the exit, which runs no destructor.
+    access_log: Arc<AccessLog>,
 }
 
 impl DrainService {
-    pub fn new(in_flight: Arc<Requests>) -> Self {
-        DrainService { in_flight }
+    pub fn new(in_flight: Arc<Requests>, access_log: Arc<AccessLog>) -> Self {
+        DrainService {
+            in_flight,
+            access_log,
+        }
     }
 }
 
@@ -83,6 +89,7 @@ impl BackgroundService for DrainService {
                 let since = *idle_since.get_or_insert(now);
                 if now - since >= SETTLE {
                     info!("drained: no request in flight, exiting");
+                    self.access_log.close();
                     std::process::exit(0);
                 }
             } else {

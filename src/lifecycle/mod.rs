@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`reload`]: SIGHUP re-reads the configuration.
 //! - [`drain`]: shutdown that ends with the last request in flight.
-//! - [`signals`]: QUIT, TERM, INT and USR2 (upgrade from inside the service).
+//! - [`signals`]: QUIT, TERM, INT and USR2 (upgrade from inside the service);
+//!   USR1 reopens the access log (`background::access_log`).
 
 pub mod drain;
 pub mod reload;

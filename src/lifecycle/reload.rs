@@ -5,10 +5,12 @@
 //! process, so [`ReloadService`] installs a handler from inside Pingora's
 //! runtime (a background service survives the daemon fork, a thread started
 //! before `run_forever` would not). A file that fails to parse or validate
-//! changes nothing.
+//! changes nothing. A reload also reopens the access log, at its new path
+//! if `access_log.path` changed.
 
+use crate::access_log::AccessLog;
 use crate::background;
-use crate::config::{Config, ConfigErrors, ServerSettings};
+use crate::config::{AccessLogSpec, Config, ConfigErrors, ServerSettings};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
 use async_trait::async_trait;
@@ -18,6 +20,7 @@ use pingora_core::services::background::BackgroundService;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Applies configuration files to a running [`SharedState`].
 pub struct Reloader {
@@ -30,6 +33,8 @@ pub struct Reloader {
     running_admin: Option<SocketAddr>,
     /// Counts reloads applied and refused.
     metrics: Arc<Metrics>,
+    /// Given the reloaded `access_log:`.
+    access_log: Arc<AccessLog>,
 }
 
 impl Reloader {
@@ -38,6 +43,7 @@ impl Reloader {
         path: PathBuf,
         running: ServerSettings,
         metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
     ) -> Self {
         let running_admin = state.load().config.admin.as_ref().map(|a| a.listen);
         Reloader {
@@ -46,6 +52,7 @@ impl Reloader {
             running,
             running_admin,
             metrics,
+            access_log,
         }
     }
 
@@ -79,6 +86,7 @@ impl Reloader {
                 fixed.join(", ")
             );
         }
+        let access_log = config.access_log.clone();
         let (next, diff) = self.state.prepare(config);
         let line = format!("reload {}: {}", next.generation, diff.summary(&next.config));
         // Backends the reload adds are checked before they are published:
@@ -86,11 +94,36 @@ impl Reloader {
         // request after the reload, not after the next round of checks.
         background::health::check_new(&next).await;
         self.state.publish(next);
+        self.configure_access_log(access_log).await;
         self.metrics.reloaded(true);
         info!("{line}");
         true
     }
 }
+
+impl Reloader {
+    /// Applies `access_log:` and reopens the file. Opening a file and
+    /// writing the lines so far may block on the disk, so it runs off this
+    /// runtime, and a disk that does not answer holds up the reload for
+    /// [`ACCESS_LOG_WAIT`] at most: the change then applies when the disk
+    /// returns.
+    async fn configure_access_log(&self, spec: Option<AccessLogSpec>) {
+        let log = self.access_log.clone();
+        let configure = tokio::task::spawn_blocking(move || log.configure(spec.as_ref()));
+        match tokio::time::timeout(ACCESS_LOG_WAIT, configure).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!("reload: applying access_log failed: {e}"),
+            Err(_) => warn!(
+                "reload: the access log's file has not answered for {ACCESS_LOG_WAIT:?}; \
+                 access_log applies when it does"
+            ),
+        }
+    }
+}
+
+/// How long a reload waits for the access log's file: see
+/// [`Reloader::configure_access_log`].
+const ACCESS_LOG_WAIT: Duration = Duration::from_secs(5);
 
 /// The `server.*` keys that differ: only a restart or upgrade applies them.
 fn restart_only_changes(running: &ServerSettings, new: &ServerSettings) -> Vec<&'static str> {

@@ -10,8 +10,9 @@
 //! with `-u`, and hands the listening sockets over as SIGQUIT would. If the
 //! new binary cannot start, this process keeps serving.
 //!
-//! SIGHUP (reload) is handled by [`crate::lifecycle::reload`], not here, since it does
-//! not end the process.
+//! SIGHUP (reload) is handled by [`crate::lifecycle::reload`], and SIGUSR1
+//! (reopen the access log, for logrotate) by the access log's writer
+//! (`background::access_log`), not here, since they do not end the process.
 
 use async_trait::async_trait;
 use log::{error, info, warn};

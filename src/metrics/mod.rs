@@ -96,6 +96,10 @@ pub struct Metrics {
     /// Requests refused because they had already passed through this
     /// Switchyard (its own `Via` token).
     pub loops_refused: IntCounter,
+    /// Access log lines lost: the buffer was full (the disk could not keep
+    /// up), or writing them failed (a full disk, a file that cannot be
+    /// opened).
+    pub access_log_dropped: IntCounter,
 
     // The proxy.
     families: Families,
@@ -230,6 +234,10 @@ impl Metrics {
             loops_refused: counter(
                 "switchyard_loops_refused_total",
                 "Requests refused with 508 because they had already passed through this proxy.",
+            )?,
+            access_log_dropped: counter(
+                "switchyard_access_log_dropped_lines_total",
+                "Access log lines dropped because the buffer was full or writing them failed.",
             )?,
             families,
             series: SeriesCache::default(),

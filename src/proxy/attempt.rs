@@ -12,10 +12,12 @@
 //! counts for nothing (the client left, say).
 
 use super::watchdog::Watchdog;
+use crate::access_log::Reason;
 use crate::balance::in_flight::InFlightSlot;
 use crate::balance::pool::Upstream;
 use crate::config::Timeouts;
 use crate::health::circuit::CircuitPermit;
+use pingora_error::{Error, ErrorType};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,6 +114,14 @@ impl Attempt {
         }
     }
 
+    /// The backend failed; returns whether this was the attempt's verdict
+    /// (no other came first).
+    pub(super) fn fail(&mut self) -> bool {
+        let first = self.permit.is_some();
+        self.finish(Verdict::Failed);
+        first
+    }
+
     /// Whether the watchdog cut the backend off (a timeout).
     pub(super) fn timed_out(&self) -> bool {
         self.watchdog.as_ref().is_some_and(|d| d.fired())
@@ -130,5 +140,59 @@ impl Attempt {
             Ok(dog) => self.watchdog = Some(dog),
             Err(e) => log::warn!("cannot watch upstream socket: {e}"),
         }
+    }
+}
+
+/// Why a connect failed.
+pub(super) fn connect_failure(e: &Error) -> Reason {
+    match e.etype() {
+        ErrorType::ConnectRefused => Reason::ConnectRefused,
+        ErrorType::ConnectTimedout => Reason::ConnectTimeout,
+        _ => Reason::ConnectFailed,
+    }
+}
+
+/// Why an attempt failed after it connected: a timeout (Pingora's read
+/// timeout, or the watchdog's shutdown, `timed_out`) before the response
+/// header or after it (`header`), or a connection that broke.
+pub(super) fn proxy_failure(e: &Error, timed_out: bool, header: bool) -> Reason {
+    let timeout = timed_out || *e.etype() == ErrorType::ReadTimedout;
+    match (timeout, e.etype()) {
+        (true, _) if header => Reason::IdleTimeout,
+        (true, _) => Reason::FirstByteTimeout,
+        (false, ErrorType::HTTPStatus(status)) => Reason::Status(*status),
+        _ => Reason::Closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_named_by_what_went_wrong() {
+        let e = |t| Error::new_up(t);
+        assert_eq!(
+            connect_failure(&e(ErrorType::ConnectRefused)),
+            Reason::ConnectRefused
+        );
+        assert_eq!(
+            connect_failure(&e(ErrorType::ConnectTimedout)),
+            Reason::ConnectTimeout
+        );
+        assert_eq!(
+            connect_failure(&e(ErrorType::ConnectNoRoute)),
+            Reason::ConnectFailed
+        );
+        let read = e(ErrorType::ReadTimedout);
+        assert_eq!(proxy_failure(&read, false, false), Reason::FirstByteTimeout);
+        assert_eq!(proxy_failure(&read, false, true), Reason::IdleTimeout);
+        let closed = e(ErrorType::ConnectionClosed);
+        assert_eq!(proxy_failure(&closed, true, true), Reason::IdleTimeout);
+        assert_eq!(proxy_failure(&closed, false, true), Reason::Closed);
+        assert_eq!(
+            proxy_failure(&e(ErrorType::HTTPStatus(503)), false, false),
+            Reason::Status(503)
+        );
     }
 }

@@ -23,7 +23,8 @@ use std::sync::Arc;
 pub const MODEL_HEADER: &str = "x-switchyard-model";
 
 /// Answers `/v1/models` (and one model of it), `/api/tags` or `/api/ps`
-/// for the whole fleet. `Ok(Err(..))` is a refusal for the caller to send.
+/// for the whole fleet. `Ok(Err(..))` is an answer for the client (a
+/// model that is not there); `Err` a failed client connection.
 pub(super) async fn answer_list(
     session: &mut Session,
     snapshot: &Snapshot,
@@ -112,10 +113,13 @@ pub(super) async fn choose(
     // Requests wait in line with those for the same model: another model's
     // backends may be free.
     let key = ctx.model.clone().unwrap_or_default();
+    // Timed from when the request entered the queue: most requests are
+    // admitted at their first try and read no clock.
     let (admitted, waited) = queue
         .wait_timed(&key, || choose_once(session, ctx, pool))
         .await;
     if let Some(waited) = waited {
+        ctx.queue_wait += waited;
         metrics.queue_waited(&pool.spec.name, waited);
     }
     match admitted {

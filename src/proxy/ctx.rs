@@ -4,6 +4,7 @@ use super::attempt::{Attempt, Verdict};
 use super::framing::{Framer, StreamFormat};
 use super::observe::Observed;
 use super::usage::UsageReader;
+use crate::access_log::{Failure, Reason};
 use crate::balance::pool::Pool;
 use crate::forwarding::Origin;
 use crate::lifecycle::drain::RequestGuard;
@@ -53,6 +54,12 @@ pub struct RequestCtx {
     pub(super) usage: Option<UsageReader>,
     /// Instants and answers for the metrics, recorded at the end.
     pub(super) observed: Observed,
+    /// Why each failed attempt failed, in order, for the access log.
+    pub(super) failures: Vec<Failure>,
+    /// Time spent waiting in the pool's queue, over all attempts.
+    pub(super) queue_wait: Duration,
+    /// The `error.code` of the answer Switchyard gave itself, if it did.
+    pub(super) error_code: Option<&'static str>,
 }
 
 /// When a request passed each step, for its metrics and its access log
@@ -108,6 +115,9 @@ impl RequestCtx {
             timing: Timing::new(),
             usage: None,
             observed: Observed::default(),
+            failures: Vec::new(),
+            queue_wait: Duration::ZERO,
+            error_code: None,
         }
     }
 
@@ -123,6 +133,21 @@ impl RequestCtx {
     pub(super) fn finish_attempt(&mut self, verdict: Verdict) {
         if let Some(attempt) = &mut self.attempt {
             attempt.finish(verdict);
+        }
+    }
+
+    /// The current attempt failed, for `reason`. Several hooks may see one
+    /// failure (a 503 turned into an error is seen again as the error):
+    /// the first verdict is the attempt's, and only it is kept.
+    pub(super) fn fail_attempt(&mut self, reason: Reason) {
+        let Some(attempt) = &mut self.attempt else {
+            return;
+        };
+        if attempt.fail() {
+            self.failures.push(Failure {
+                backend: attempt.upstream.spec.name.clone(),
+                reason,
+            });
         }
     }
 

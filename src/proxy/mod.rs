@@ -6,6 +6,7 @@
 //! pool's `retries`; errors the proxy answers itself are OpenAI-style JSON.
 //!
 //! # Layout
+//! - [`access`]: a request's access log line, from its context.
 //! - [`attempt`]: one attempt at one backend, and what its events mean.
 //! - [`body`]: reading a body whole to route on its model.
 //! - [`ctx`]: what one request carries from hook to hook.
@@ -22,6 +23,7 @@
 //! - [`usage`]: the token counts of a response, read as it streams past.
 //! - [`watchdog`]: the first-byte and idle timeouts of a response.
 
+mod access;
 mod attempt;
 mod body;
 mod choose;
@@ -42,6 +44,7 @@ pub use ctx::RequestCtx;
 pub use framing::StreamFormat;
 pub use policy::Via;
 
+use crate::access_log::{AccessLog, Reason};
 use crate::edge;
 use crate::errors::{Refusal, Shape};
 use crate::forwarding::{self, Origin};
@@ -87,16 +90,24 @@ pub struct Switchyard {
     /// This process's `Via` entry: added to every forwarded request, and
     /// the sign of a request that has looped back.
     via: Via,
+    /// Gets a line for every request.
+    access_log: Arc<AccessLog>,
 }
 
 impl Switchyard {
-    pub fn new(state: Arc<SharedState>, in_flight: Arc<Requests>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        state: Arc<SharedState>,
+        in_flight: Arc<Requests>,
+        metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
+    ) -> Self {
         Switchyard {
             state,
             in_flight,
             metrics,
             via: Via::new(),
             lists: ListCache::default(),
+            access_log,
         }
     }
 }
@@ -363,7 +374,7 @@ impl ProxyHttp for Switchyard {
             .contains_key(http::header::UPGRADE);
         if upgrade && !asked {
             // Never a raw tunnel the client did not ask for.
-            ctx.finish_attempt(Verdict::Failed);
+            ctx.fail_attempt(Reason::BadResponse);
             return Err(Refusal::BackendError {
                 pool: ctx.pool_name().to_string(),
                 what: "it switched protocols on a request that did not ask to".into(),
@@ -371,7 +382,7 @@ impl ProxyHttp for Switchyard {
             .into_error());
         }
         if policy::header_size(&upstream_response.headers) > policy::MAX_UPSTREAM_HEADER {
-            ctx.finish_attempt(Verdict::Failed);
+            ctx.fail_attempt(Reason::BadResponse);
             return Err(Refusal::BackendError {
                 pool: ctx.pool_name().to_string(),
                 what: format!(
@@ -394,7 +405,7 @@ impl ProxyHttp for Switchyard {
             }
         }
         if status >= 500 || status == 429 {
-            ctx.finish_attempt(Verdict::Failed);
+            ctx.fail_attempt(Reason::Status(status));
             if retry::is_retryable_status(status) && retry::may_retry(ctx) {
                 // Nothing has reached the client yet: try another backend.
                 let mut e = Error::explain(
@@ -445,7 +456,7 @@ impl ProxyHttp for Switchyard {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.finish_attempt(Verdict::Failed);
+        ctx.fail_attempt(attempt::connect_failure(&e));
         let retry = retry::may_retry(ctx);
         let Some(pool) = ctx.pool() else { return e };
         warn!(
@@ -478,7 +489,8 @@ impl ProxyHttp for Switchyard {
         if *e.esource() == ErrorSource::Upstream {
             // A dropped connection, a timeout, or a status retried below:
             // the backend's failure. A client that left is not.
-            ctx.finish_attempt(Verdict::Failed);
+            let header = ctx.timing.header.is_some();
+            ctx.fail_attempt(attempt::proxy_failure(&e, ctx.timed_out(), header));
         }
         if let Some(reason) = retry::decide(&mut e, session, ctx, client_reused) {
             self.metrics.retried(ctx.pool_name(), reason);
@@ -498,6 +510,9 @@ impl ProxyHttp for Switchyard {
         }
         let refusal = refusal_for(e, timed_out, ctx.pool_name(), ctx.expose_backend());
         ctx.observed.answered(refusal.as_ref());
+        if let Some(refusal) = &refusal {
+            ctx.error_code = Some(refusal.code());
+        }
         let code = match refusal {
             Some(refusal) if session.response_written().is_none() => {
                 if let Err(write) = refusal.send(session).await {
@@ -573,6 +588,7 @@ impl ProxyHttp for Switchyard {
                 debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
             }
         }
+        access::log(&self.access_log, session, ctx, usage.as_ref());
         observe::record(&self.metrics, session, e, ctx);
     }
 }
@@ -599,11 +615,13 @@ fn usage_kind(
     }
 }
 
-/// Sends a refusal, noted for the metrics. After a 413, what the client is
-/// still sending is read (and dropped) for a while, so it gets to read the
-/// answer instead of a broken pipe, as nginx's lingering close does.
+/// Sends a refusal, noted for the metrics and the access log. After a
+/// 413, what the client is still sending is read (and dropped) for a
+/// while, so it gets to read the answer instead of a broken pipe, as
+/// nginx's lingering close does.
 async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) -> Result<()> {
     ctx.observed.answered(Some(refusal));
+    ctx.error_code = Some(refusal.code());
     refusal.send(session).await?;
     if refusal.status() == 413 {
         let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;

@@ -146,6 +146,12 @@ impl Fleet {
         self
     }
 
+    /// Any top-level key, dotted: `access_log.path`.
+    pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
+        set_path(&mut self.root, key, value.into());
+        self
+    }
+
     /// Any `models` key, dotted: `refresh`, `aliases.gpt-4o`.
     pub fn models(mut self, key: &str, value: impl Into<Value>) -> Self {
         set_path(&mut self.root, &format!("models.{key}"), value.into());

@@ -2,6 +2,7 @@
 //!
 //! The general behaviour is here; each concern has its own file.
 
+mod access_log;
 mod admin;
 mod backends;
 mod bounds;

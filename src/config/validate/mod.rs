@@ -16,8 +16,10 @@
 //! - [`backends`], `pools.NAME.backends`: and what a pool may cost to build;
 //! - [`routes`], `routes`;
 //! - [`models`], `models:`;
-//! - [`admin`], `admin:`: the admin listener and its token.
+//! - [`admin`], `admin:`: the admin listener and its token;
+//! - [`access_log`], `access_log:`.
 
+pub mod access_log;
 pub mod admin;
 pub mod backends;
 pub mod models;
@@ -253,6 +255,7 @@ pub fn validate(raw: RawConfig, mistyped: Vec<Mistyped>) -> Result<Config, Confi
 
     let models = models::models(&mut errors, raw.models.unwrap_or_default());
     let admin = admin::admin(&mut errors, raw.admin, &server.listen);
+    let access_log = access_log::access_log(&mut errors, raw.access_log);
 
     if errors.list.is_empty() && errors.mistyped.is_empty() {
         Ok(Config {
@@ -261,6 +264,7 @@ pub fn validate(raw: RawConfig, mistyped: Vec<Mistyped>) -> Result<Config, Confi
             routes,
             models,
             admin,
+            access_log,
         })
     } else {
         let mut all: Vec<ConfigError> = errors.mistyped.iter().map(Mistyped::error).collect();
