@@ -45,6 +45,6 @@ pub(super) fn log(log: &AccessLog, session: &Session, ctx: &RequestCtx, usage: O
         completion_tokens: usage.and_then(|u| u.completion),
         tokens_estimated: usage
             .is_some_and(|u| u.completion.is_some() && u.source == Source::Estimated),
-        error: ctx.error_code,
+        error: ctx.observed.error_code(),
     });
 }

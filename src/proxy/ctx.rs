@@ -58,8 +58,6 @@ pub struct RequestCtx {
     pub(super) failures: Vec<Failure>,
     /// Time spent waiting in the pool's queue, over all attempts.
     pub(super) queue_wait: Duration,
-    /// The `error.code` of the answer Switchyard gave itself, if it did.
-    pub(super) error_code: Option<&'static str>,
 }
 
 /// When a request passed each step, for its metrics and its access log
@@ -117,7 +115,6 @@ impl RequestCtx {
             observed: Observed::default(),
             failures: Vec::new(),
             queue_wait: Duration::ZERO,
-            error_code: None,
         }
     }
 

@@ -510,9 +510,6 @@ impl ProxyHttp for Switchyard {
         }
         let refusal = refusal_for(e, timed_out, ctx.pool_name(), ctx.expose_backend());
         ctx.observed.answered(refusal.as_ref());
-        if let Some(refusal) = &refusal {
-            ctx.error_code = Some(refusal.code());
-        }
         let code = match refusal {
             Some(refusal) if session.response_written().is_none() => {
                 if let Err(write) = refusal.send(session).await {
@@ -621,7 +618,6 @@ fn usage_kind(
 /// nginx's lingering close does.
 async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) -> Result<()> {
     ctx.observed.answered(Some(refusal));
-    ctx.error_code = Some(refusal.code());
     refusal.send(session).await?;
     if refusal.status() == 413 {
         let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;

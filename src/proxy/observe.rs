@@ -40,6 +40,13 @@ impl Observed {
         });
     }
 
+    /// The `error.code` of the answer Switchyard gave itself, if it did.
+    pub(super) fn error_code(&self) -> Option<&'static str> {
+        self.answered
+            .map(|(_, code)| code)
+            .filter(|code| !code.is_empty())
+    }
+
     /// The response's token counts as the usage reader found them; a
     /// response without a completion count has none to record.
     pub(super) fn set_usage(&mut self, read: &usage::Usage) {
