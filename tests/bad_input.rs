@@ -7,30 +7,15 @@ use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn check(yaml: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(binary())
-        .arg("-t")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[test]
 fn dash_t_validates_and_lists_every_error() {
     let good = "pools:\n  chat:\n    backends: [{ url: \"http://127.0.0.1:9\" }]\n";
-    let (code, out) = check(good);
+    let (code, out) = check_config(good, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("is valid"));
 
     let bad = "server:\n  listn: []\npools:\n  chat:\n    timeouts: { connect: fast }\n    backends: [{ url: \"htp://x\" }]\nroutes:\n  - { pool: code }\n";
-    let (code, out) = check(bad);
+    let (code, out) = check_config(bad, &[]);
     assert_eq!(code, 64, "{out}");
     for expected in [
         "server.listn: unknown key",
@@ -41,7 +26,7 @@ fn dash_t_validates_and_lists_every_error() {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
 
-    let (code, out) = check("pools: [");
+    let (code, out) = check_config("pools: [", &[]);
     assert_eq!(code, 64, "{out}");
     assert!(!out.contains("panicked"), "{out}");
 

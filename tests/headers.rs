@@ -11,7 +11,6 @@ use serde_json::Value;
 use serde_yaml::Value as Yaml;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
 use std::time::Duration;
 
 const CHAT: &str = r#"{"model":"llama3","messages":[{"role":"user","content":"hi"}]}"#;
@@ -415,21 +414,6 @@ async fn client_ip_hashing_follows_the_first_untrusted_hop() {
     }
 }
 
-/// `switchyard -t` on `yaml`: its exit code and output.
-fn check(yaml: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(binary())
-        .args(["-t", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[test]
 fn dash_t_names_each_bad_trusted_proxy() {
     let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
@@ -441,7 +425,7 @@ fn dash_t_names_each_bad_trusted_proxy() {
         .server("expose_backend", false)
         .pool(Pool::new("chat").backend(Backend::url("http://127.0.0.1:9")))
         .yaml();
-    let (code, out) = check(&yaml);
+    let (code, out) = check_config(&yaml, &[]);
     assert_eq!(code, 64, "{out}");
     for expected in [
         "server.trusted_proxies[1]: \"10.0.0.0/40\" is not a network",
@@ -458,6 +442,6 @@ fn dash_t_names_each_bad_trusted_proxy() {
         )
         .pool(Pool::new("chat").backend(Backend::url("http://127.0.0.1:9")))
         .yaml();
-    let (code, out) = check(&good);
+    let (code, out) = check_config(&good, &[]);
     assert_eq!(code, 0, "{out}");
 }

@@ -627,26 +627,6 @@ async fn the_admin_token_is_required_and_a_reload_changes_it() {
     assert!(!log.contains(TOKEN) && !log.contains(next), "{log}");
 }
 
-/// Runs `switchyard -t` on `yaml` with `env` set; (exit code, output).
-fn check_config(yaml: &str, env: &[(&str, &str)]) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("switchyard.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(binary())
-        .arg("-t")
-        .arg("-c")
-        .arg(&path)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[test]
 fn check_refuses_an_open_admin_beyond_loopback_and_one_on_the_proxy_port() {
     let proxy: SocketAddr = "127.0.0.1:18080".parse().unwrap();

@@ -153,6 +153,24 @@ pub fn one_pool(listen: SocketAddr, strategy: &str, backends: &str) -> String {
 }
 
 /// The path of the built `switchyard` binary.
+/// `switchyard -t` on `yaml`, with `env` set: its exit code, and what it
+/// printed on stdout and stderr together.
+pub fn check_config(yaml: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))
 }
