@@ -2,13 +2,16 @@
 //! admin listener, the health checker and the SIGHUP reloader.
 
 use crate::admin;
+use crate::admin::status::StatusSources;
 use crate::background::discovery::DiscoveryService;
 use crate::background::health::HealthService;
 use crate::config::Config;
 use crate::edge::EdgeApp;
 use crate::lifecycle::drain::{DrainService, Requests};
+use crate::lifecycle::history::ReloadHistory;
 use crate::lifecycle::reload::{ReloadService, Reloader};
 use crate::metrics::Metrics;
+use crate::models::lists::ListCache;
 use crate::proxy::Switchyard;
 use crate::state::SharedState;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
@@ -99,10 +102,17 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     let in_flight = Arc::new(Requests::default());
     let metrics = Arc::new(Metrics::default());
     metrics.watch_fleet(state.clone(), in_flight.clone());
+    let lists = Arc::new(ListCache::default());
+    let history = Arc::new(ReloadHistory::new(options.config_path.clone()));
 
     let proxy = pingora_proxy::http_proxy(
         &server.configuration,
-        Switchyard::new(state.clone(), in_flight.clone(), metrics.clone()),
+        Switchyard::new(
+            state.clone(),
+            in_flight.clone(),
+            metrics.clone(),
+            lists.clone(),
+        ),
     );
     let mut proxy = Service::new(
         "switchyard proxy".to_string(),
@@ -114,7 +124,13 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     }
     server.add_service(proxy);
     if let Some(admin) = &admin {
-        server.add_service(admin::service(admin, state.clone(), metrics.clone()));
+        let status = Arc::new(StatusSources {
+            state: state.clone(),
+            requests: in_flight.clone(),
+            lists,
+            history: history.clone(),
+        });
+        server.add_service(admin::service(admin, metrics.clone(), status));
     }
     server.add_service(background_service("drain", DrainService::new(in_flight)));
     server.add_service(background_service(
@@ -131,6 +147,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
             path.clone(),
             settings,
             metrics.clone(),
+            history,
         ));
         server.add_service(background_service("reload", ReloadService::new(reloader)));
     }

@@ -3,9 +3,11 @@
 //!
 //! # Layout
 //! - [`reload`]: SIGHUP re-reads the configuration.
+//! - [`history`]: what the last reloads did, for `/status`.
 //! - [`drain`]: shutdown that ends with the last request in flight.
 //! - [`signals`]: QUIT, TERM, INT and USR2 (upgrade from inside the service).
 
 pub mod drain;
+pub mod history;
 pub mod reload;
 pub mod signals;

@@ -7,6 +7,7 @@
 //! before `run_forever` would not). A file that fails to parse or validate
 //! changes nothing.
 
+use super::history::ReloadHistory;
 use crate::background;
 use crate::config::{Config, ConfigErrors, ServerSettings};
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct Reloader {
     running_admin: Option<SocketAddr>,
     /// Counts reloads applied and refused.
     metrics: Arc<Metrics>,
+    /// Keeps the last of each, with its summary or errors, for `/status`.
+    history: Arc<ReloadHistory>,
 }
 
 impl Reloader {
@@ -38,6 +41,7 @@ impl Reloader {
         path: PathBuf,
         running: ServerSettings,
         metrics: Arc<Metrics>,
+        history: Arc<ReloadHistory>,
     ) -> Self {
         let running_admin = state.load().config.admin.as_ref().map(|a| a.listen);
         Reloader {
@@ -46,6 +50,7 @@ impl Reloader {
             running,
             running_admin,
             metrics,
+            history,
         }
     }
 
@@ -66,6 +71,7 @@ impl Reloader {
                 self.metrics.reloaded(false);
                 let all: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
                 error!("reload failed: {}", all.join("; "));
+                self.history.failed(all);
                 return false;
             }
         };
@@ -80,13 +86,15 @@ impl Reloader {
             );
         }
         let (next, diff) = self.state.prepare(config);
-        let line = format!("reload {}: {}", next.generation, diff.summary(&next.config));
+        let (generation, summary) = (next.generation, diff.summary(&next.config));
+        let line = format!("reload {generation}: {summary}");
         // Backends the reload adds are checked before they are published:
         // a pool whose backends were all replaced serves from the first
         // request after the reload, not after the next round of checks.
         background::health::check_new(&next).await;
         self.state.publish(next);
         self.metrics.reloaded(true);
+        self.history.applied(generation, summary, &fixed);
         info!("{line}");
         true
     }

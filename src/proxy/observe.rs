@@ -4,14 +4,16 @@
 //! The hooks note instants in the request's `timing` and answers here
 //! ([`Observed`]); which
 //! outcome, status class and labels that makes is decided in one place,
-//! [`record`]. A request costs three or four clock reads and one lookup of
-//! its series ([`crate::metrics::series`]).
+//! [`record`]. A request costs three or four clock reads, one lookup of
+//! its series ([`crate::metrics::series`]) and one bucket of its backend's
+//! last minute ([`crate::metrics::window`]).
 
 use super::ctx::RequestCtx;
 use super::failure::refusal_for;
 use super::usage;
 use crate::errors::Refusal;
 use crate::metrics::labels::is_fleet_model;
+use crate::metrics::window::Sample;
 use crate::metrics::{Metrics, Outcome, RequestRecord, TokenSource, Usage};
 use pingora_error::Error;
 use pingora_proxy::Session;
@@ -98,6 +100,17 @@ pub(super) fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ct
         usage: seen.usage,
     };
     let upstream = ctx.attempt.as_ref().map(|a| &a.upstream);
+    if let Some(up) = upstream {
+        let error = matches!(outcome, Outcome::BackendError | Outcome::Timeout);
+        up.window.record(
+            end,
+            Sample {
+                error,
+                ttft: record.ttft,
+                tokens: record.usage.map_or(0, |u| u.completion),
+            },
+        );
+    }
     let backend = upstream.map_or("", |u| u.spec.name.as_str());
     let model = ctx
         .served_model
