@@ -335,6 +335,43 @@ async fn status_shows_each_backend_and_follows_the_fleet() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_retried_elsewhere_counts_against_its_backend() {
+    let bad = mock(MockConfig::new("bad").models(["llama3"]).fail_with(503)).await;
+    let good = mock(MockConfig::new("good").models(["llama3"]).tokens(2)).await;
+    let running = start(|addr| {
+        Fleet::new(addr).pool(
+            Pool::new("chat")
+                .backend(Backend::of(&bad).set("models", vec!["llama3"]))
+                .backend(Backend::of(&good).set("models", vec!["llama3"])),
+        )
+    })
+    .await;
+    let client = client();
+    let url = running.proxy.url("/v1/chat/completions");
+    // One of the two goes to `bad` first, whose 503 is retried on `good`.
+    for _ in 0..2 {
+        assert_eq!(
+            chat(&client, &url, "llama3").await.unwrap(),
+            (200, "good".to_string())
+        );
+    }
+    let s = status_until(running.admin, "both requests in the windows", |s| {
+        backend(s, "good")["last_minute"]["requests"] == 2
+    })
+    .await;
+    let (bad, good) = (
+        &backend(&s, "bad")["last_minute"],
+        &backend(&s, "good")["last_minute"],
+    );
+    assert_eq!(
+        (&bad["requests"], &bad["errors"]),
+        (&1.into(), &1.into()),
+        "{s:#}"
+    );
+    assert_eq!((&good["requests"], &good["errors"]), (&2.into(), &0.into()));
+}
+
 /// The Chromium to drive: `SWITCHYARD_CHROMIUM`, or `chromium` on the
 /// `PATH`. Missing, the test fails saying what to install.
 fn chromium() -> PathBuf {
@@ -439,27 +476,45 @@ async fn page_until(
     }
 }
 
+const QWEN: &str = "Qwen/Qwen2.5-7B-Instruct";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_every_backend_and_a_killed_one_goes_down() {
     // Fail at once, saying what to install, rather than after the setup.
     chromium();
+    // An Ollama pool with health checks, and a vLLM-like pool without,
+    // where a backend that drops its requests gets its circuit opened.
     let models = [
         vec!["llama3.1:8b", "qwen2.5-coder:7b"],
         vec!["llama3.1:8b", "mistral:7b"],
-        vec!["llama3.1:8b"],
         vec!["qwen2.5-coder:7b"],
     ];
-    let mut fleet = Vec::new();
+    let mut ollama = Vec::new();
     for (i, list) in models.iter().enumerate() {
         let cfg = MockConfig::new(format!("gpu-{}", i + 1))
             .models(list.iter().copied())
-            .ttft(Duration::from_millis(40 + 90 * i as u64))
+            .ttft(Duration::from_millis(40 + 120 * i as u64))
             .token_gap(Duration::from_millis(2))
             .tokens(24);
-        fleet.push(mock(cfg).await);
+        ollama.push(mock(cfg).await);
     }
+    let vllm = [
+        mock(
+            MockConfig::new("vllm-1")
+                .models([QWEN])
+                .ttft(Duration::from_millis(90))
+                .tokens(40),
+        )
+        .await,
+        mock(
+            MockConfig::new("vllm-2")
+                .models([QWEN])
+                .failure(Failure::DropMidStream { after_tokens: 0 }),
+        )
+        .await,
+    ];
     let running = start(|addr| {
-        let pool = fleet.iter().enumerate().fold(
+        let pool = ollama.iter().enumerate().fold(
             Pool::new("ollama").http_checks("200ms"),
             |pool, (i, m)| {
                 let mut b = Backend::of(m).set("max_in_flight", 4);
@@ -469,8 +524,22 @@ async fn the_page_shows_every_backend_and_a_killed_one_goes_down() {
                 pool.backend(b)
             },
         );
+        let batch = vllm.iter().fold(
+            Pool::new("vllm")
+                .set("circuit.consecutive_failures", 1)
+                .set("circuit.cooldown", "5m"),
+            |pool, m| {
+                pool.backend(
+                    Backend::of(m)
+                        .set("models", vec![QWEN])
+                        .set("max_in_flight", 16),
+                )
+            },
+        );
         Fleet::new(addr)
             .pool(pool.set("strategy", "least_connections"))
+            .pool(batch)
+            .route("vllm", &[("model", "Qwen/*")])
             .route("ollama", &[])
     })
     .await;
@@ -479,14 +548,21 @@ async fn the_page_shows_every_backend_and_a_killed_one_goes_down() {
     let url = format!("http://{admin}/status/#token={TOKEN}");
 
     // Every backend, up, as soon as the page has drawn.
-    let names: Vec<String> = fleet.iter().map(|m| m.name().to_string()).collect();
+    let names: Vec<String> = ollama
+        .iter()
+        .chain(&vllm)
+        .map(|m| m.name().to_string())
+        .collect();
     let dom = page_until(profile.path(), &url, "every backend up", |rows| {
         names
             .iter()
             .all(|n| rows.iter().any(|(b, state)| b == n && state == "up"))
     })
     .await;
-    assert!(dom.contains("Pool ollama"), "{dom}");
+    assert!(
+        dom.contains("Pool ollama") && dom.contains("Pool vllm"),
+        "{dom}"
+    );
     assert!(dom.contains(r#"id="live" class="ok""#), "{dom}");
 
     // Without the token the page asks for it, and shows nothing.
@@ -501,24 +577,37 @@ async fn the_page_shows_every_backend_and_a_killed_one_goes_down() {
     assert!(dom.contains(r#"<section id="login">"#), "{dom}");
     assert!(rows(&dom).is_empty(), "{dom}");
 
-    // Some traffic, three at a time, so the figures have something to show.
+    // vllm-2 drops what it is sent (a 502 for its client): ejected.
     let client = client();
+    let url_chat = proxy.url("/v1/chat/completions");
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        codes.push(chat(&client, &url_chat, QWEN).await.unwrap().0);
+    }
+    codes.sort();
+    assert_eq!(codes, [200, 502], "one to each in turn");
+    page_until(profile.path(), &url, "vllm-2 ejected", |rows| {
+        rows.iter()
+            .any(|(b, state)| b == "vllm-2" && state == "ejected")
+    })
+    .await;
+
+    // Some traffic, three at a time, so the figures have something to show.
     for round in 0..5 {
-        let streams = ["llama3.1:8b", "qwen2.5-coder:7b", "mistral:7b"]
-            .map(|model| stream(&client, proxy, model));
+        let streams =
+            ["llama3.1:8b", "qwen2.5-coder:7b", QWEN].map(|model| stream(&client, proxy, model));
         for code in futures_util::future::join_all(streams).await {
             assert_eq!(code, 200, "round {round}");
         }
     }
 
     // A backend killed while the page is open goes down on it.
-    let mut fleet = fleet;
-    let killed = fleet.pop().unwrap();
+    let killed = ollama.pop().unwrap();
     let gone = killed.name().to_string();
     killed.shutdown().await;
     let dom = page_until(profile.path(), &url, "the killed backend down", |rows| {
         rows.iter().any(|(b, state)| *b == gone && state == "down")
-            && rows.iter().filter(|(_, state)| state == "up").count() == fleet.len()
+            && rows.iter().filter(|(_, state)| state == "up").count() == ollama.len() + 1
     })
     .await;
     let row = row_of(&dom, &gone);
@@ -526,29 +615,25 @@ async fn the_page_shows_every_backend_and_a_killed_one_goes_down() {
         row.to_lowercase().contains("refused"),
         "the check's error is shown: {row}"
     );
+    assert!(row_of(&dom, "vllm-2").contains("circuit open"), "{dom}");
 
     // A picture of it, for the README when asked for, with requests in
     // flight: the backends left answer slowly for a while.
-    for m in &fleet {
+    for m in ollama.iter().chain(&vllm[..1]) {
         m.set_timing(Duration::from_secs(30), Duration::ZERO, 1);
     }
-    let held: Vec<_> = [
-        "llama3.1:8b",
-        "llama3.1:8b",
-        "qwen2.5-coder:7b",
-        "mistral:7b",
-    ]
-    .into_iter()
-    .map(|model| {
-        let (client, url) = (client.clone(), proxy.url("/v1/chat/completions"));
-        let body = format!(
-            r#"{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}"#
-        );
-        tokio::spawn(async move { post_json(&client, &url, &body).await })
-    })
-    .collect();
-    status_until(admin, "four requests held", |s| {
-        s["requests_in_flight"] == 4
+    let held: Vec<_> = ["llama3.1:8b", "llama3.1:8b", "qwen2.5-coder:7b", QWEN, QWEN]
+        .into_iter()
+        .map(|model| {
+            let (client, url) = (client.clone(), url_chat.clone());
+            let body = format!(
+                r#"{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}"#
+            );
+            tokio::spawn(async move { post_json(&client, &url, &body).await })
+        })
+        .collect();
+    status_until(admin, "five requests held", |s| {
+        s["requests_in_flight"] == 5
     })
     .await;
     let shot = profile.path().join("status.png");

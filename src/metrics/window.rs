@@ -57,11 +57,11 @@ impl Bucket {
     };
 }
 
-/// What one request contributes.
+/// What one request (or one attempt of it) contributes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
     /// It failed at or because of the backend: a 5xx passed on, an error
-    /// Switchyard answered for it, a timeout.
+    /// Switchyard answered for it, a timeout, an attempt retried elsewhere.
     pub error: bool,
     /// Streamed responses: from the request sent to the first byte back.
     pub ttft: Option<Duration>,

@@ -100,17 +100,7 @@ pub(super) fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ct
         usage: seen.usage,
     };
     let upstream = ctx.attempt.as_ref().map(|a| &a.upstream);
-    if let Some(up) = upstream {
-        let error = matches!(outcome, Outcome::BackendError | Outcome::Timeout);
-        up.window.record(
-            end,
-            Sample {
-                error,
-                ttft: record.ttft,
-                tokens: record.usage.map_or(0, |u| u.completion),
-            },
-        );
-    }
+    record_windows(ctx, end, outcome, &record);
     let backend = upstream.map_or("", |u| u.spec.name.as_str());
     let model = ctx
         .served_model
@@ -123,4 +113,36 @@ pub(super) fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ct
             .is_some_and(|s| is_fleet_model(s, upstream.map(|u| &**u), model))
     };
     metrics.record_request((pool, backend, model), known, &record);
+}
+
+/// Adds the request to the last minute of each backend it was sent to
+/// (`/status`): the one that answered, with its outcome, and those of
+/// earlier attempts, which failed, or the request would not have been
+/// retried. A backend whose failures were retried away is then seen
+/// failing on the status page, not only in its circuit.
+fn record_windows(ctx: &RequestCtx, end: Instant, outcome: Outcome, record: &RequestRecord) {
+    let last = ctx.attempt.as_ref().map(|a| &a.upstream);
+    if let Some(up) = last {
+        up.window.record(
+            end,
+            Sample {
+                error: matches!(outcome, Outcome::BackendError | Outcome::Timeout),
+                ttft: record.ttft,
+                tokens: record.usage.map_or(0, |u| u.completion),
+            },
+        );
+    }
+    let Some(pool) = ctx.pool() else { return };
+    let failed = Sample {
+        error: true,
+        ..Sample::default()
+    };
+    for addr in &ctx.tried {
+        if last.is_some_and(|up| up.spec.addr == *addr) {
+            continue;
+        }
+        if let Some(up) = pool.upstream(*addr) {
+            up.window.record(end, failed);
+        }
+    }
 }

@@ -128,9 +128,11 @@ pub struct CircuitStatus {
 pub struct WindowStatus {
     /// The seconds the figures cover (60, or less just after start).
     pub seconds: u64,
+    /// Requests sent to it, attempts retried on another backend included.
     pub requests: u64,
     pub requests_per_s: f64,
-    /// Requests that failed at the backend: a 5xx, a timeout, no answer.
+    /// Those that failed at it: a 5xx, no answer, a timeout, or an answer
+    /// that made Switchyard retry the request elsewhere.
     pub errors: u64,
     /// `errors / requests`; `null` without a request.
     pub error_rate: Option<f64>,
