@@ -127,6 +127,11 @@ mod tests {
             "no admin page at /nope; pages: /hello"
         );
 
+        assert!(
+            !router.is_public("/hello"),
+            "pages need the token by default"
+        );
+
         let r = router.answer(&request("POST", "/hello")).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()[ALLOW], "GET");
