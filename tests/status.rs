@@ -1,8 +1,9 @@
 //! The admin listener's `/status` and its page, with real processes: the
 //! JSON after known traffic (counts, tokens, time to first token, in
 //! flight), a killed backend turning down, a circuit opening, reloads
-//! applied and refused; then the page in a real headless Chromium, which
-//! must show every backend and see a killed one go down.
+//! applied and refused, an attempt retried elsewhere counted against its
+//! backend; then the page in a real headless Chromium, which must show
+//! every backend, an ejected one, and see a killed one go down.
 //!
 //! Chromium comes from Debian's `chromium` package; the page's test fails,
 //! saying so, where it is missing.
@@ -295,7 +296,8 @@ async fn status_shows_each_backend_and_follows_the_fleet() {
     b1.shutdown().await;
     let s = status_until(admin, "b1 down", |s| backend(s, "b1")["state"] == "down").await;
     let took = killed.elapsed();
-    assert!(took < CHECK_EVERY * 25, "down after {took:?}");
+    // Within a few checks; the bound leaves room for a loaded machine.
+    assert!(took < CHECK_EVERY * 50, "down after {took:?}");
     let b = backend(&s, "b1");
     assert!(
         b["last_check"]["error"]
