@@ -18,7 +18,8 @@
 //! - [`errors`]: the answers Switchyard gives itself, as OpenAI-style JSON.
 //! - [`metrics`]: what Switchyard counts, passed in by `Arc`, and its
 //!   Prometheus registry.
-//! - [`admin`]: the admin listener: `/metrics`, behind a bearer token.
+//! - [`admin`]: the admin listener: `/metrics` and `/status`, behind a
+//!   bearer token.
 //! - [`lifecycle`]: SIGHUP reload, drain on shutdown, binary upgrade.
 //! - [`logging`]: the process log, with Pingora's known noise lowered.
 //! - [`server`]: assembles the Pingora server and its services.

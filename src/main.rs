@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         let addrs: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
         log::info!("listening on {}", addrs.join(", "));
         if let Some(admin) = &config.admin {
-            log::info!("admin listener on {} (/metrics)", admin.listen);
+            log::info!("admin listener on {} (/metrics, /status/)", admin.listen);
         }
     }
     let upgrade = std::env::current_exe().ok().map(|exe| UpgradeCommand {

@@ -4,14 +4,17 @@
 
 use crate::access_log::AccessLog;
 use crate::admin;
+use crate::admin::status::StatusSources;
 use crate::background::access_log::AccessLogService;
 use crate::background::discovery::DiscoveryService;
 use crate::background::health::HealthService;
 use crate::config::Config;
 use crate::edge::EdgeApp;
 use crate::lifecycle::drain::{DrainService, Requests};
+use crate::lifecycle::history::ReloadHistory;
 use crate::lifecycle::reload::{ReloadService, Reloader};
 use crate::metrics::Metrics;
+use crate::models::lists::ListCache;
 use crate::proxy::Switchyard;
 use crate::state::SharedState;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
@@ -106,6 +109,8 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
         state.load().config.access_log.as_ref(),
         metrics.clone(),
     ));
+    let lists = Arc::new(ListCache::default());
+    let history = Arc::new(ReloadHistory::new(options.config_path.clone()));
 
     let proxy = pingora_proxy::http_proxy(
         &server.configuration,
@@ -114,6 +119,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
             in_flight.clone(),
             metrics.clone(),
             access_log.clone(),
+            lists.clone(),
         ),
     );
     let mut proxy = Service::new(
@@ -126,7 +132,13 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     }
     server.add_service(proxy);
     if let Some(admin) = &admin {
-        server.add_service(admin::service(admin, state.clone(), metrics.clone()));
+        let status = Arc::new(StatusSources {
+            state: state.clone(),
+            requests: in_flight.clone(),
+            lists,
+            history: history.clone(),
+        });
+        server.add_service(admin::service(admin, metrics.clone(), status));
     }
     server.add_service(background_service(
         "drain",
@@ -151,6 +163,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
             settings,
             metrics.clone(),
             access_log,
+            history,
         ));
         server.add_service(background_service("reload", ReloadService::new(reloader)));
     }

@@ -10,6 +10,12 @@ use pingora_http::RequestHeader;
 #[async_trait]
 pub trait Page: Send + Sync {
     async fn get(&self, request: &RequestHeader) -> Response<Vec<u8>>;
+
+    /// Served without the admin token: only for a page that holds no data
+    /// (the status page's shell, which fetches the data with the token).
+    fn public(&self) -> bool {
+        false
+    }
 }
 
 /// Pages by exact path.
@@ -23,6 +29,13 @@ impl Router {
     pub fn page(mut self, path: &'static str, page: impl Page + 'static) -> Self {
         self.pages.push((path, Box::new(page)));
         self
+    }
+
+    /// Whether the page at `path` is served without the token.
+    pub fn is_public(&self, path: &str) -> bool {
+        self.pages
+            .iter()
+            .any(|(p, page)| *p == path && page.public())
     }
 
     /// The answer to `request`, once it is authenticated.
@@ -112,6 +125,11 @@ mod tests {
         assert_eq!(
             json(&r)["error"]["message"],
             "no admin page at /nope; pages: /hello"
+        );
+
+        assert!(
+            !router.is_public("/hello"),
+            "pages need the token by default"
         );
 
         let r = router.answer(&request("POST", "/hello")).await;

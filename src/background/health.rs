@@ -55,14 +55,16 @@ async fn check_some(pool: &Pool, which: impl Fn(&Upstream) -> bool) {
                     return;
                 };
                 let target = pingora_backend(up.spec.addr, 1);
+                let started = Instant::now();
                 let result = check_once(probe.as_ref(), &target, spec.timeout).await;
+                let took = started.elapsed();
                 if result.is_ok() && up.circuit.check_passed() {
                     info!(
                         "pool {pool_name}: backend {} passed its health check: circuit closed",
                         up.spec.name
                     );
                 }
-                match (turn.observe(result.is_ok(), &spec), result) {
+                match (turn.finish(&result, took, &spec), result) {
                     (Some(true), _) => {
                         info!("pool {pool_name}: backend {} is healthy", up.spec.name)
                     }

@@ -15,6 +15,7 @@ use super::queue::PoolQueue;
 use crate::config::{BackendSpec, PoolSpec, QueueSpec, Strategy};
 use crate::health::circuit::Circuit;
 use crate::health::BackendHealth;
+use crate::metrics::window::RequestWindow;
 use crate::models::BackendModels;
 use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
@@ -43,6 +44,9 @@ pub struct Upstream {
     pub in_flight: Arc<InFlightCount>,
     /// Passive health, shared with the previous snapshot.
     pub circuit: Arc<Circuit>,
+    /// The last minute of its requests, for `/status`; shared with the
+    /// previous snapshot, like its health.
+    pub window: Arc<RequestWindow>,
 }
 
 impl Upstream {
@@ -152,8 +156,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Builds a pool. `health_of` and `models_of` supply each backend's
-    /// health and model list: the previous ones when a reload keeps it.
+    /// Builds a pool. `health_of`, `models_of`, `circuit_of` and
+    /// `window_of` supply each backend's health, model list, circuit and
+    /// request window: the previous ones when a reload keeps it.
     pub fn new(
         id: u64,
         spec: PoolSpec,
@@ -161,6 +166,7 @@ impl Pool {
         health_of: impl Fn(&BackendSpec) -> Arc<BackendHealth>,
         models_of: impl Fn(&BackendSpec) -> Arc<BackendModels>,
         circuit_of: impl Fn(&BackendSpec) -> Arc<Circuit>,
+        window_of: impl Fn(&BackendSpec) -> Arc<RequestWindow>,
     ) -> Self {
         let upstreams: Vec<Arc<Upstream>> = spec
             .backends
@@ -172,6 +178,7 @@ impl Pool {
                     models: models_of(b),
                     in_flight: shared.in_flight.counter(b.addr),
                     circuit: circuit_of(b),
+                    window: window_of(b),
                 })
             })
             .collect();
@@ -224,6 +231,7 @@ impl Pool {
             |_| Arc::new(BackendHealth::new(true)),
             |_| Arc::new(BackendModels::default()),
             |_| Arc::new(Circuit::new(circuit.clone())),
+            |_| Arc::new(RequestWindow::default()),
         )
     }
 

@@ -6,9 +6,42 @@
 //! stays. The thresholds (how many checks in a row flip the state) are
 //! applied here, not by Pingora, because the state must outlive the
 //! selector it was measured for.
+//!
+//! Beside the state, each backend keeps what its last checks found (when,
+//! how long they took, and the error of the last one that failed), for
+//! the admin listener's `/status`: written once per check, never by
+//! requests.
 
 use crate::config::HealthSpec;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+/// The longest error text kept from a check: a probe's error is a line
+/// (Pingora's error with its context), and whatever a backend answers
+/// must not grow the status document without bound.
+const MAX_ERROR_TEXT: usize = 300;
+
+/// One finished check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRecord {
+    /// When it ended, as wall-clock time for people to read.
+    pub at: SystemTime,
+    /// How long it took.
+    pub took: Duration,
+    /// Why it failed; `None` when it passed.
+    pub error: Option<String>,
+}
+
+/// What the checks of one backend last found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckHistory {
+    /// The last check, passed or failed.
+    pub last: Option<CheckRecord>,
+    /// The last check that failed, kept after later ones pass: why a
+    /// backend was down a minute ago.
+    pub last_failure: Option<CheckRecord>,
+}
 
 /// The health of one backend, as the checks have seen it.
 #[derive(Debug)]
@@ -27,6 +60,9 @@ pub struct BackendHealth {
     /// first check could both reach the same backend, so a check starts only
     /// through [`BackendHealth::begin_check`], which admits one at a time.
     checking: AtomicBool,
+    /// The last checks' times and errors; locked once per check and per
+    /// `/status` read, never by requests.
+    history: Mutex<CheckHistory>,
 }
 
 /// The one check of a backend that may run now; ends when dropped.
@@ -38,6 +74,45 @@ impl CheckTurn<'_> {
     pub fn observe(self, passed: bool, spec: &HealthSpec) -> Option<bool> {
         self.0.observe(passed, spec)
     }
+
+    /// Notes when the check ended, how long it took and how it failed,
+    /// for `/status`; then records its result as [`CheckTurn::observe`] does.
+    pub fn finish(
+        self,
+        result: &Result<(), String>,
+        took: Duration,
+        spec: &HealthSpec,
+    ) -> Option<bool> {
+        let record = CheckRecord {
+            at: SystemTime::now(),
+            took,
+            error: result.as_ref().err().map(|e| bounded(e)),
+        };
+        {
+            let mut history = self
+                .0
+                .history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if record.error.is_some() {
+                history.last_failure = Some(record.clone());
+            }
+            history.last = Some(record);
+        }
+        self.observe(result.is_ok(), spec)
+    }
+}
+
+/// `text`, cut at [`MAX_ERROR_TEXT`] bytes on a character boundary.
+fn bounded(text: &str) -> String {
+    if text.len() <= MAX_ERROR_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 impl Drop for CheckTurn<'_> {
@@ -57,7 +132,16 @@ impl BackendHealth {
             failures: AtomicUsize::new(0),
             fresh: AtomicBool::new(!healthy),
             checking: AtomicBool::new(false),
+            history: Mutex::new(CheckHistory::default()),
         }
+    }
+
+    /// What the last checks found; empty before the first.
+    pub fn history(&self) -> CheckHistory {
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The right to check this backend now, unless a check already runs.
@@ -134,6 +218,27 @@ mod tests {
         assert!(h.begin_check().is_none(), "a second round must wait");
         turn.observe(false, &spec());
         assert!(h.begin_check().is_some(), "the turn ended with its check");
+    }
+
+    #[test]
+    fn the_last_check_and_the_last_failure_are_kept() {
+        let h = BackendHealth::new(true);
+        assert_eq!(h.history(), CheckHistory::default());
+        let took = Duration::from_millis(3);
+        let refused = Err("Connection refused".to_string());
+        h.begin_check().unwrap().finish(&refused, took, &spec());
+        h.begin_check().unwrap().finish(&Ok(()), took, &spec());
+        let seen = h.history();
+        let last = seen.last.unwrap();
+        assert_eq!((last.error, last.took), (None, took));
+        let failed = seen.last_failure.unwrap();
+        assert_eq!(failed.error.as_deref(), Some("Connection refused"));
+        assert!(failed.at <= last.at);
+
+        let long = "\u{e9}".repeat(400);
+        h.begin_check().unwrap().finish(&Err(long), took, &spec());
+        let kept = h.history().last.unwrap().error.unwrap();
+        assert!(kept.len() <= MAX_ERROR_TEXT + 3 && kept.ends_with("..."));
     }
 
     #[test]

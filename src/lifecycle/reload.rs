@@ -8,6 +8,7 @@
 //! changes nothing. A reload also reopens the access log, at its new path
 //! if `access_log.path` changed.
 
+use super::history::ReloadHistory;
 use crate::access_log::AccessLog;
 use crate::background;
 use crate::config::{AccessLogSpec, Config, ConfigErrors, ServerSettings};
@@ -35,6 +36,8 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// Given the reloaded `access_log:`.
     access_log: Arc<AccessLog>,
+    /// Keeps the last of each, with its summary or errors, for `/status`.
+    history: Arc<ReloadHistory>,
 }
 
 impl Reloader {
@@ -44,6 +47,7 @@ impl Reloader {
         running: ServerSettings,
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
+        history: Arc<ReloadHistory>,
     ) -> Self {
         let running_admin = state.load().config.admin.as_ref().map(|a| a.listen);
         Reloader {
@@ -53,6 +57,7 @@ impl Reloader {
             running_admin,
             metrics,
             access_log,
+            history,
         }
     }
 
@@ -73,6 +78,7 @@ impl Reloader {
                 self.metrics.reloaded(false);
                 let all: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
                 error!("reload failed: {}", all.join("; "));
+                self.history.failed(all);
                 return false;
             }
         };
@@ -88,7 +94,8 @@ impl Reloader {
         }
         let access_log = config.access_log.clone();
         let (next, diff) = self.state.prepare(config);
-        let line = format!("reload {}: {}", next.generation, diff.summary(&next.config));
+        let (generation, summary) = (next.generation, diff.summary(&next.config));
+        let line = format!("reload {generation}: {summary}");
         // Backends the reload adds are checked before they are published:
         // a pool whose backends were all replaced serves from the first
         // request after the reload, not after the next round of checks.
@@ -96,6 +103,7 @@ impl Reloader {
         self.state.publish(next);
         self.configure_access_log(access_log).await;
         self.metrics.reloaded(true);
+        self.history.applied(generation, summary, &fixed);
         info!("{line}");
         true
     }

@@ -26,11 +26,13 @@
 //! - [`series`]: the per-request series and their cache.
 //! - [`fleet`]: gauges read from the routing snapshot at scrape time.
 //! - [`process`]: the standard `process_*` metrics, across the daemon fork.
+//! - [`window`]: the last minute of each backend's requests, for `/status`.
 
 pub mod fleet;
 pub mod labels;
 pub mod process;
 pub mod series;
+pub mod window;
 
 pub use labels::{Outcome, RetryReason, TokenSource};
 pub use series::{RequestRecord, Usage};

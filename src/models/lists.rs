@@ -8,10 +8,12 @@
 //! Answers are not built per request: a backend may list thousands of
 //! models, and clients poll these paths. [`ListCache`] keeps the fleet's list
 //! and its two serializations until a backend's health or list changes, and
-//! keeps `/api/ps` (which asks every backend) for a second, with one fetch
-//! in flight however many clients ask.
+//! keeps a round of `/api/ps` ([`super::loaded`], which asks every backend)
+//! for a second, with one round in flight however many clients (and
+//! status pages) ask.
 
-use super::{base_name, entries, fetch, same_model, ModelEntry};
+use super::loaded::{self, PsRound, PS_FRESH};
+use super::{base_name, entries, same_model, ModelEntry};
 use crate::state::Snapshot;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -19,7 +21,6 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// What a list request should get, by method and path.
@@ -78,16 +79,16 @@ pub fn model_id(path: &str) -> Option<String> {
 }
 
 /// The list answers, kept until the backends or the snapshot change. One
-/// per proxy, passed in; a reload (new backends, new aliases) publishes a
+/// per process, passed by `Arc` to the proxy and the admin listener; a reload (new backends, new aliases) publishes a
 /// new snapshot generation, which the fleet's list is rebuilt for.
 #[derive(Default)]
 pub struct ListCache {
     /// The fleet's list as last built, with what it was built from.
     fleet: ArcSwapOption<Fleet>,
-    /// The last merged `/api/ps` answer and when it was fetched. The lock
-    /// is held while fetching, so callers that arrive meanwhile wait for
-    /// that fetch instead of starting their own.
-    ps: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+    /// The last round of `/api/ps` and when it was fetched. The lock is
+    /// held while fetching, so callers that arrive meanwhile wait for that
+    /// round instead of starting their own.
+    ps: tokio::sync::Mutex<Option<(Instant, Arc<PsRound>)>>,
 }
 
 /// The fleet's list for one state of its backends.
@@ -176,18 +177,27 @@ impl ListCache {
     /// `GET /api/ps`: the models loaded on every healthy backend, merged,
     /// asked of the backends at most once per [`PS_FRESH`].
     pub async fn ollama_ps(&self, snapshot: &Snapshot) -> Bytes {
-        self.ps_cached(Instant::now, || ollama_ps(snapshot)).await
+        self.loaded(snapshot).await.merged.clone()
     }
 
-    /// The kept `/api/ps` answer while `clock` says it is fresh, else the
-    /// one `fetch` gets. Callers that arrive during a fetch wait for it.
+    /// The last round of `/api/ps`, merged and per backend, asked again
+    /// when older than [`PS_FRESH`].
+    pub async fn loaded(&self, snapshot: &Snapshot) -> Arc<PsRound> {
+        self.ps_cached(Instant::now, || async {
+            Arc::new(loaded::ask(snapshot).await)
+        })
+        .await
+    }
+
+    /// The kept round while `clock` says it is fresh, else the one `fetch`
+    /// gets. Callers that arrive during a fetch wait for it.
     async fn ps_cached<Fut>(
         &self,
         clock: impl Fn() -> Instant,
         fetch: impl FnOnce() -> Fut,
-    ) -> Bytes
+    ) -> Arc<PsRound>
     where
-        Fut: Future<Output = Bytes>,
+        Fut: Future<Output = Arc<PsRound>>,
     {
         let mut kept = self.ps.lock().await;
         if let Some((at, body)) = kept.as_ref() {
@@ -253,45 +263,6 @@ pub fn openai(models: &[ModelEntry]) -> Bytes {
 pub fn ollama_tags(models: &[ModelEntry]) -> Bytes {
     let list: Vec<Value> = models.iter().map(entries::ollama).collect();
     Bytes::from(json!({"models": list}).to_string())
-}
-
-/// How long each backend gets to answer `/api/ps`.
-const PS_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How long a merged `/api/ps` answer is given again. `ollama ps` users and
-/// dashboards poll it every few seconds; a second is fresh enough to say
-/// what is loaded where, and makes a burst of polls cost one round of
-/// requests to the backends instead of one per poll.
-pub const PS_FRESH: Duration = Duration::from_secs(1);
-
-/// The most one backend's `/api/ps` answer may weigh. Ollama lists the
-/// models it has loaded, a handful of entries of about 500 bytes; a larger
-/// answer is left out rather than buffered.
-const MAX_PS_BODY: usize = 256 << 10;
-
-/// `GET /api/ps` of every healthy backend, merged to one entry per model
-/// ([`entries::merge_ps`]). Backends that do not answer are left out.
-async fn ollama_ps(snapshot: &Snapshot) -> Bytes {
-    let targets = snapshot.backends(|up| up.health.is_healthy());
-    let answers = futures_util::future::join_all(targets.iter().map(|up| {
-        fetch::get(
-            up.spec.addr,
-            up.spec.host(),
-            "/api/ps",
-            PS_TIMEOUT,
-            MAX_PS_BODY,
-        )
-    }))
-    .await;
-    let lists = answers.into_iter().filter_map(|answer| {
-        let Ok((200, body)) = answer else { return None };
-        let mut v = serde_json::from_slice::<Value>(&body).ok()?;
-        match v.get_mut("models").map(Value::take) {
-            Some(Value::Array(models)) => Some(models),
-            _ => None,
-        }
-    });
-    Bytes::from(json!({"models": entries::merge_ps(lists)}).to_string())
 }
 
 #[cfg(test)]
@@ -428,7 +399,10 @@ mod tests {
         let fetch = |fetches: Arc<AtomicUsize>, gate: Arc<tokio::sync::Notify>| async move {
             let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
             gate.notified().await;
-            Bytes::from(n.to_string())
+            Arc::new(PsRound {
+                merged: Bytes::from(n.to_string()),
+                backends: Vec::new(),
+            })
         };
         let arrived = Arc::new(AtomicUsize::new(0));
         let callers: Vec<_> = (0..10)
@@ -441,7 +415,11 @@ mod tests {
                 );
                 tokio::spawn(async move {
                     arrived.fetch_add(1, Ordering::SeqCst);
-                    cache.ps_cached(|| start, || fetch(fetches, gate)).await
+                    cache
+                        .ps_cached(|| start, || fetch(fetches, gate))
+                        .await
+                        .merged
+                        .clone()
                 })
             })
             .collect();
@@ -460,9 +438,9 @@ mod tests {
         gate.notify_one();
         let soon = start + PS_FRESH / 2;
         let got = cache.ps_cached(|| soon, || fetch(fetches.clone(), gate.clone()));
-        assert_eq!(got.await, "1");
+        assert_eq!(got.await.merged, "1");
         let later = start + PS_FRESH;
         let got = cache.ps_cached(|| later, || fetch(fetches.clone(), gate.clone()));
-        assert_eq!(got.await, "2");
+        assert_eq!(got.await.merged, "2");
     }
 }

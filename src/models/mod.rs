@@ -5,6 +5,7 @@
 //! - [`fetch`]: a small HTTP client for backends' model lists.
 //! - [`discovery`]: the background service that keeps each backend's list.
 //! - [`lists`]: the fleet's model list, answered by Switchyard itself.
+//! - [`loaded`]: the models Ollama backends have loaded now (`/api/ps`).
 //! - [`entries`]: one model's entry in each list format, from what the
 //!   backends said of it.
 //!
@@ -17,6 +18,7 @@ pub mod discovery;
 pub mod entries;
 pub mod fetch;
 pub mod lists;
+pub mod loaded;
 pub mod scan;
 
 use arc_swap::ArcSwapOption;

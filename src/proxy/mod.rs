@@ -85,8 +85,8 @@ pub struct Switchyard {
     in_flight: Arc<Requests>,
     metrics: Arc<Metrics>,
     /// The model lists Switchyard answers, built once per change of the
-    /// backends rather than per request.
-    lists: ListCache,
+    /// backends rather than per request; shared with the admin listener.
+    lists: Arc<ListCache>,
     /// This process's `Via` entry: added to every forwarded request, and
     /// the sign of a request that has looped back.
     via: Via,
@@ -100,14 +100,15 @@ impl Switchyard {
         in_flight: Arc<Requests>,
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
+        lists: Arc<ListCache>,
     ) -> Self {
         Switchyard {
             state,
             in_flight,
             metrics,
             via: Via::new(),
-            lists: ListCache::default(),
             access_log,
+            lists,
         }
     }
 }

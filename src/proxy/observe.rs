@@ -4,14 +4,16 @@
 //! The hooks note instants in the request's `timing` and answers here
 //! ([`Observed`]); which
 //! outcome, status class and labels that makes is decided in one place,
-//! [`record`]. A request costs three or four clock reads and one lookup of
-//! its series ([`crate::metrics::series`]).
+//! [`record`]. A request costs three or four clock reads, one lookup of
+//! its series ([`crate::metrics::series`]) and one bucket of its backend's
+//! last minute ([`crate::metrics::window`]).
 
 use super::ctx::RequestCtx;
 use super::failure::refusal_for;
 use super::usage;
 use crate::errors::Refusal;
 use crate::metrics::labels::is_fleet_model;
+use crate::metrics::window::Sample;
 use crate::metrics::{Metrics, Outcome, RequestRecord, TokenSource, Usage};
 use pingora_error::Error;
 use pingora_proxy::Session;
@@ -105,6 +107,7 @@ pub(super) fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ct
         usage: seen.usage,
     };
     let upstream = ctx.attempt.as_ref().map(|a| &a.upstream);
+    record_windows(ctx, end, outcome, &record);
     let backend = upstream.map_or("", |u| u.spec.name.as_str());
     let model = ctx
         .served_model
@@ -117,4 +120,36 @@ pub(super) fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ct
             .is_some_and(|s| is_fleet_model(s, upstream.map(|u| &**u), model))
     };
     metrics.record_request((pool, backend, model), known, &record);
+}
+
+/// Adds the request to the last minute of each backend it was sent to
+/// (`/status`): the one that answered, with its outcome, and those of
+/// earlier attempts, which failed, or the request would not have been
+/// retried. A backend whose failures were retried away is then seen
+/// failing on the status page, not only in its circuit.
+fn record_windows(ctx: &RequestCtx, end: Instant, outcome: Outcome, record: &RequestRecord) {
+    let last = ctx.attempt.as_ref().map(|a| &a.upstream);
+    if let Some(up) = last {
+        up.window.record(
+            end,
+            Sample {
+                error: matches!(outcome, Outcome::BackendError | Outcome::Timeout),
+                ttft: record.ttft,
+                tokens: record.usage.map_or(0, |u| u.completion),
+            },
+        );
+    }
+    let Some(pool) = ctx.pool() else { return };
+    let failed = Sample {
+        error: true,
+        ..Sample::default()
+    };
+    for addr in &ctx.tried {
+        if last.is_some_and(|up| up.spec.addr == *addr) {
+            continue;
+        }
+        if let Some(up) = pool.upstream(*addr) {
+            up.window.record(end, failed);
+        }
+    }
 }

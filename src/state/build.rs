@@ -3,7 +3,7 @@
 //! Everything that belongs to a backend rather than to a configuration
 //! follows the backend (pool name and address) from snapshot to snapshot:
 //! its health, its circuit (unless the pool's `circuit` settings changed),
-//! its in-flight count, and its model list. A pool's queue and in-flight
+//! its in-flight count, its last minute of requests, and its model list. A pool's queue and in-flight
 //! table follow the pool's name whatever else changes, so a request that
 //! holds a slot is never forgotten by a reload and a cap is never exceeded.
 
@@ -77,6 +77,11 @@ pub(super) fn build(
                     .map(|u| u.circuit.clone())
                     .unwrap_or_else(|| Arc::new(Circuit::new(spec.circuit.clone())))
             };
+            let window_of = |b: &BackendSpec| {
+                same_backend(b)
+                    .map(|u| u.window.clone())
+                    .unwrap_or_default()
+            };
             // In-flight counts and the queue follow the pool's name, new
             // queue settings included: waiters stay in line and slots held
             // stay counted.
@@ -96,6 +101,7 @@ pub(super) fn build(
                 health_of,
                 models_of,
                 circuit_of,
+                window_of,
             ))
         })
         .collect();
@@ -143,6 +149,10 @@ mod tests {
             "in-flight counts and the queue follow the pool, new settings and all"
         );
         assert!(Arc::ptr_eq(&before.in_flight, &after.in_flight));
+        assert!(
+            Arc::ptr_eq(&before.window, &after.window),
+            "the last minute of requests follows"
+        );
         assert!(
             !Arc::ptr_eq(&before.circuit, &after.circuit),
             "a circuit with new thresholds starts afresh"
