@@ -55,8 +55,25 @@ impl DemoFleet {
     }
 }
 
-/// The demo's configuration: one round-robin pool over the fleet.
-pub fn config(listen: SocketAddr, fleet: &[(String, SocketAddr)]) -> Config {
+/// Where the demo's admin listener (`/status/`, `/metrics`) goes: the port
+/// after the proxy's, on a loopback proxy address and if that port is free.
+/// Beyond loopback the admin listener would need a token, which a demo does
+/// not have; a busy port leaves the demo without it rather than failing.
+pub fn admin_addr(listen: SocketAddr) -> Option<SocketAddr> {
+    if !listen.ip().is_loopback() {
+        return None;
+    }
+    let addr = SocketAddr::new(listen.ip(), listen.port().checked_add(1)?);
+    std::net::TcpListener::bind(addr).ok().map(|_| addr)
+}
+
+/// The demo's configuration: one round-robin pool over the fleet, and the
+/// admin listener at `admin` if there is one.
+pub fn config(
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    fleet: &[(String, SocketAddr)],
+) -> Config {
     let backends: String = fleet
         .iter()
         .map(|(name, addr)| format!("      - {{ name: {name}, url: \"http://{addr}\" }}\n"))
@@ -68,17 +85,31 @@ pub fn config(listen: SocketAddr, fleet: &[(String, SocketAddr)]) -> Config {
          \x20   backends:\n{backends}\
          routes:\n  - {{ pool: demo }}\n"
     );
+    let yaml = match admin {
+        Some(admin) => format!("{yaml}admin:\n  listen: \"{admin}\"\n"),
+        None => yaml,
+    };
     // Built from known-good parts; a failure here is a bug worth a clear message.
     Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("demo configuration is invalid: {e}"))
 }
 
 /// Lines printed at start so a newcomer can try the demo at once.
-pub fn banner(listen: SocketAddr, fleet: &[(String, SocketAddr)]) -> String {
+pub fn banner(
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    fleet: &[(String, SocketAddr)],
+) -> String {
     let mut out = String::from("Switchyard demo: three mock backends behind the proxy\n");
     for (name, addr) in fleet {
         out.push_str(&format!("  backend {name} on http://{addr}\n"));
     }
-    out.push_str(&format!("  proxy on http://{listen}\n\nTry:\n"));
+    out.push_str(&format!("  proxy on http://{listen}\n"));
+    if let Some(admin) = admin {
+        out.push_str(&format!(
+            "  status page on http://{admin}/status/ (and /metrics for Prometheus)\n"
+        ));
+    }
+    out.push_str("\nTry:\n");
     out.push_str(&format!(
         "  curl -N http://{listen}/v1/chat/completions -H 'content-type: application/json' \\\n    \
          -d '{{\"model\":\"llama3.1:8b\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n"

@@ -41,7 +41,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let config = switchyard::demo::config(args.listen, &addrs);
+        let admin = switchyard::demo::admin_addr(args.listen);
+        let config = switchyard::demo::config(args.listen, admin, &addrs);
         if let Err(e) = server::check_listen(&config.server.listen) {
             eprintln!("switchyard: {e}");
             return ExitCode::FAILURE;
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
             "demo fleet",
             fleet,
         ));
-        println!("{}", switchyard::demo::banner(args.listen, &addrs));
+        println!("{}", switchyard::demo::banner(args.listen, admin, &addrs));
         server.run_forever();
     }
 

@@ -232,6 +232,41 @@ async fn official_clients_work_through_the_proxy() {
         .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
         .collect();
     assert!(alarming.is_empty(), "{}", alarming.join("\n"));
+
+    // The banner names the status page; it lists the three backends up,
+    // and /metrics beside it counted the clients' requests.
+    let page = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("status page on "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no status page in the banner:\n{log}"));
+    let admin = page.trim_end_matches("/status/");
+    let client = common::client();
+    let status = client
+        .get(format!("{admin}/status"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    let states: Vec<&str> = status["pools"][0]["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["state"].as_str())
+        .collect();
+    assert_eq!(states, ["up", "up", "up"], "{status}");
+    let metrics = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("switchyard_requests_total{"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
