@@ -79,15 +79,11 @@ fn by_id(lines: Vec<Value>) -> HashMap<String, Value> {
 /// Sends `body` (a GET when empty) with request id `id`; returns the status
 /// and the `x-request-id` that came back.
 async fn send(client: &reqwest::Client, url: &str, body: &str, id: &str) -> (u16, String) {
-    let req = if body.is_empty() {
-        client.get(url)
-    } else {
-        client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-    };
-    let resp = req.header("x-request-id", id).send().await.unwrap();
+    let resp = get_or_post(client, url, body)
+        .header("x-request-id", id)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let echoed = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     resp.bytes().await.unwrap();

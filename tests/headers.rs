@@ -45,14 +45,7 @@ async fn send(
     body: &str,
     headers: &[(&str, &[u8])],
 ) -> Answer {
-    let mut req = if body.is_empty() {
-        client.get(url)
-    } else {
-        client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-    };
+    let mut req = get_or_post(client, url, body);
     for (name, value) in headers {
         let value = reqwest::header::HeaderValue::from_bytes(value).unwrap();
         req = req.header(*name, value);

@@ -11,21 +11,9 @@ use std::time::{Duration, Instant};
 /// Rewrites the proxy's configuration file and sends SIGHUP, then waits for
 /// the reload's log line (the `n`th reload).
 async fn reload(proxy: &Proxy, yaml: &str, n: usize) {
-    std::fs::write(&proxy.config, with_paths(proxy, yaml)).unwrap();
+    std::fs::write(&proxy.config, proxy.with_paths(yaml)).unwrap();
     proxy.signal("HUP");
     proxy.wait_log(&format!("reload {}:", n + 1)).await;
-}
-
-/// The temp-dir pid and upgrade paths `Proxy::start` put in the first file.
-fn with_paths(proxy: &Proxy, yaml: &str) -> String {
-    yaml.replace(
-        "server:\n",
-        &format!(
-            "server:\n  pid_file: {}\n  upgrade_sock: {}\n",
-            proxy.dir.path().join("switchyard.pid").display(),
-            proxy.dir.path().join("upgrade.sock").display()
-        ),
-    )
 }
 
 fn pool_of(addr: std::net::SocketAddr, m: &[&MockServer]) -> String {
@@ -192,7 +180,7 @@ async fn a_broken_file_changes_nothing_until_fixed() {
         .route("chat", &[])
         .route("nope", &[])
         .yaml();
-    std::fs::write(&proxy.config, with_paths(&proxy, &semantic)).unwrap();
+    std::fs::write(&proxy.config, proxy.with_paths(&semantic)).unwrap();
     proxy.signal("HUP");
     proxy.wait_log("reload failed: pools.chat.strategy").await;
     let log = proxy.log_text();

@@ -505,7 +505,7 @@ async fn reloads_are_counted_with_the_time_of_the_last_good_one() {
     let moved = fleet(proxy.addr, &m[1])
         .admin("listen", format!("127.0.0.1:{}", free_port()))
         .yaml();
-    std::fs::write(&proxy.config, with_paths(&proxy, &moved)).unwrap();
+    std::fs::write(&proxy.config, proxy.with_paths(&moved)).unwrap();
     proxy.signal("HUP");
     proxy.wait_log("reload 2:").await;
     assert!(
@@ -532,18 +532,6 @@ async fn reloads_are_counted_with_the_time_of_the_last_good_one() {
         (Some(1.0), Some(1.0))
     );
     assert_eq!(stamp(&s), reloaded, "a failed reload is not a good one");
-}
-
-/// The temp-dir pid and upgrade paths `Proxy::start` put in the first file.
-fn with_paths(proxy: &Proxy, yaml: &str) -> String {
-    yaml.replace(
-        "server:\n",
-        &format!(
-            "server:\n  pid_file: {}\n  upgrade_sock: {}\n",
-            proxy.dir.path().join("switchyard.pid").display(),
-            proxy.dir.path().join("upgrade.sock").display()
-        ),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

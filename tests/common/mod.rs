@@ -185,6 +185,19 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// `yaml` with the temp-dir pid and upgrade paths `Proxy::start` put in
+    /// the first file, for a file that replaces it on reload.
+    pub fn with_paths(&self, yaml: &str) -> String {
+        yaml.replace(
+            "server:\n",
+            &format!(
+                "server:\n  pid_file: {}\n  upgrade_sock: {}\n",
+                self.dir.path().join("switchyard.pid").display(),
+                self.dir.path().join("upgrade.sock").display()
+            ),
+        )
+    }
+
     /// Picks a port, writes the configuration `yaml_for(addr)` and starts the
     /// proxy on it; returns once it accepts connections.
     pub async fn start(yaml_for: impl Fn(SocketAddr) -> String) -> Proxy {
@@ -393,13 +406,25 @@ pub async fn chat_with(
 
 /// POSTs a JSON `body` to `url`.
 pub async fn post_json(client: &reqwest::Client, url: &str, body: &str) -> reqwest::Response {
+    json_post(client, url, body).send().await.unwrap()
+}
+
+/// A POST of `body` as JSON.
+fn json_post(client: &reqwest::Client, url: &str, body: &str) -> reqwest::RequestBuilder {
     client
         .post(url)
         .header("content-type", "application/json")
         .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
+}
+
+/// A GET of `url` when `body` is empty, else a POST of `body` as JSON; for
+/// tests that send both kinds with headers of their own.
+pub fn get_or_post(client: &reqwest::Client, url: &str, body: &str) -> reqwest::RequestBuilder {
+    if body.is_empty() {
+        client.get(url)
+    } else {
+        json_post(client, url, body)
+    }
 }
 
 /// A streamed response: each body chunk with its arrival time since the
