@@ -23,15 +23,25 @@ pub enum StreamFormat {
 
 impl StreamFormat {
     pub fn of(content_type: Option<&str>) -> Option<StreamFormat> {
-        let ct = content_type?.split(';').next()?.trim().to_ascii_lowercase();
-        match ct.as_str() {
-            "text/event-stream" => Some(StreamFormat::Sse),
-            "application/x-ndjson" | "application/jsonl" | "application/json-seq" => {
-                Some(StreamFormat::Ndjson)
-            }
-            _ => None,
+        let ct = essence(content_type)?;
+        let is = |name: &str| ct.eq_ignore_ascii_case(name);
+        if is("text/event-stream") {
+            Some(StreamFormat::Sse)
+        } else if is("application/x-ndjson")
+            || is("application/jsonl")
+            || is("application/json-seq")
+        {
+            Some(StreamFormat::Ndjson)
+        } else {
+            None
         }
     }
+}
+
+/// A `Content-Type`'s media type without its parameters (`charset=...`),
+/// to be compared without regard to case.
+pub(super) fn essence(content_type: Option<&str>) -> Option<&str> {
+    Some(content_type?.split(';').next()?.trim())
 }
 
 /// The unfinished end of a streamed response.

@@ -557,23 +557,6 @@ impl ProxyHttp for Switchyard {
         if let Some(usage) = &usage {
             ctx.observed.set_usage(usage);
         }
-        if log::log_enabled!(log::Level::Debug) {
-            if let Some(usage) = &usage {
-                debug!(
-                    "request {}: {:?} in all, header after {:?}, first byte after {:?}, \
-                     tokens {:?} + {:?} ({:?})",
-                    ctx.request_id().unwrap_or("-"),
-                    ctx.timing.start.elapsed(),
-                    ctx.timing
-                        .header
-                        .map(|h| h.saturating_duration_since(ctx.timing.start)),
-                    ctx.timing.ttft(),
-                    usage.prompt,
-                    usage.completion,
-                    usage.source
-                );
-            }
-        }
         match e {
             // Complete, including responses without a body to end.
             None => ctx.finish_attempt(Verdict::Served),
@@ -604,12 +587,9 @@ fn usage_kind(
     match stream {
         Some(StreamFormat::Sse) => Some(usage::BodyKind::Sse),
         Some(StreamFormat::Ndjson) => Some(usage::BodyKind::Ndjson),
-        None => {
-            let essence = content_type?.split(';').next()?.trim();
-            essence
-                .eq_ignore_ascii_case("application/json")
-                .then_some(usage::BodyKind::Json)
-        }
+        None => framing::essence(content_type)?
+            .eq_ignore_ascii_case("application/json")
+            .then_some(usage::BodyKind::Json),
     }
 }
 

@@ -100,9 +100,7 @@ pub(super) fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ct
         outcome: Some(outcome),
         error_code,
         duration: end.saturating_duration_since(timing.start),
-        ttft: first
-            .zip(timing.sent)
-            .map(|(first, sent)| first.saturating_duration_since(sent)),
+        ttft: timing.ttft().filter(|_| streamed),
         decode: first.map(|first| end.saturating_duration_since(first)),
         usage: seen.usage,
     };
