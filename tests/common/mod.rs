@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod scrape;
+pub mod tls;
 
 #[allow(unused_imports)]
 pub use config::{Backend, Fleet, Pool};
