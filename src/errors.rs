@@ -244,14 +244,20 @@ impl Refusal {
         Bytes::from(out)
     }
 
-    /// Answers the request in `session` with this refusal, in the shape its
-    /// path calls for, and closes the connection afterwards, since a request
-    /// refused early may have left its body unread.
-    pub async fn send(&self, session: &mut Session) -> pingora_error::Result<()> {
+    /// Answers the request in `session`, whose id is `request_id`, with
+    /// this refusal, in the shape its path calls for, and closes the
+    /// connection afterwards, since a request refused early may have left
+    /// its body unread.
+    pub async fn send(
+        &self,
+        session: &mut Session,
+        request_id: Option<&str>,
+    ) -> pingora_error::Result<()> {
         session.set_keepalive(None);
         let shape = Shape::for_path(session.req_header().uri.path());
-        let body = self.body(shape, request_id(session));
-        send_json(session, self.status(), body, self.retry_after()).await
+        let body = self.body(shape, request_id);
+        let status = self.status();
+        send_json(session, status, body, self.retry_after(), request_id).await
     }
 
     /// A Pingora error that ends the request, carrying this refusal as its
@@ -271,21 +277,14 @@ impl Refusal {
     }
 }
 
-/// The id of the request in `session`. The proxy sets the request's
-/// `x-request-id` to its id as soon as the header is read
-/// ([`crate::forwarding::Origin::read`]), so every answer reads it there.
-pub fn request_id(session: &Session) -> Option<&str> {
-    let id = session.req_header().headers.get(REQUEST_ID_HEADER)?;
-    id.to_str().ok()
-}
-
 /// Writes a complete JSON response answered by Switchyard itself, with the
-/// request's id.
+/// request's id (the one [`crate::forwarding::Origin`] chose).
 pub async fn send_json(
     session: &mut Session,
     status: u16,
     body: Bytes,
     retry_after: Option<u64>,
+    request_id: Option<&str>,
 ) -> pingora_error::Result<()> {
     let mut header = ResponseHeader::build(status, Some(3))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -293,7 +292,7 @@ pub async fn send_json(
     if let Some(secs) = retry_after {
         header.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
     }
-    if let Some(id) = request_id(session) {
+    if let Some(id) = request_id {
         header.insert_header(REQUEST_ID_HEADER, id)?;
     }
     session

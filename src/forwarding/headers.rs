@@ -5,9 +5,9 @@
 //! peer sent, or the peer alone), `X-Forwarded-Proto` and
 //! `X-Forwarded-Host` (a trusted peer's, else the listener's scheme and the
 //! client's `Host`), so that a backend reading them is never told what an
-//! untrusted client made up; and the request id, written again here because
-//! a client's `Connection: x-request-id` would otherwise have it removed as
-//! hop-by-hop.
+//! untrusted client made up; and the request id, written here, after the
+//! hop-by-hop headers are gone, so that a client's `Connection:
+//! x-request-id` cannot remove it.
 //!
 //! To the client: `x-request-id` on every response, and on proxied ones
 //! `x-switchyard-backend` and `x-switchyard-attempts` unless

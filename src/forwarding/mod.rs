@@ -43,10 +43,11 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Reads the origin of the request in `session`, and makes the
-    /// request's `x-request-id` the id chosen: from here on the request's
-    /// own header carries it, to the backend and to the error answers.
-    pub fn read(session: &mut Session, trusted: &TrustedProxies) -> pingora_error::Result<Origin> {
+    /// Reads the origin of the request in `session`. The id chosen is
+    /// written on the request sent to the backend ([`headers::to_backend`])
+    /// and on every answer; the client's own request header is left as it
+    /// came.
+    pub fn read(session: &Session, trusted: &TrustedProxies) -> Origin {
         let header = session.req_header();
         let request_id = request_id::request_id(&header.headers);
         let peer = session
@@ -60,17 +61,13 @@ impl Origin {
             .map(|v| v.as_bytes());
         let client_ip = peer.map(|peer| client::client_ip(peer, forwarded_for, trusted));
         let peer_trusted = peer.is_some_and(|p| trusted.contains(p));
-        let origin = Origin {
+        Origin {
             request_id,
             peer,
             client_ip,
             peer_trusted,
             scheme: scheme(session),
-        };
-        session
-            .req_header_mut()
-            .insert_header(REQUEST_ID_HEADER, origin.request_id.as_str())?;
-        Ok(origin)
+        }
     }
 }
 

@@ -23,10 +23,12 @@ use std::sync::Arc;
 pub const MODEL_HEADER: &str = "x-switchyard-model";
 
 /// Answers `/v1/models` (and one model of it), `/api/tags` or `/api/ps`
-/// for the whole fleet. `Ok(Err(..))` is an answer for the client (a
-/// model that is not there); `Err` a failed client connection.
+/// for the whole fleet, to the request whose id is `request_id`.
+/// `Ok(Err(..))` is an answer for the client (a model that is not there);
+/// `Err` a failed client connection.
 pub(super) async fn answer_list(
     session: &mut Session,
+    request_id: Option<&str>,
     snapshot: &Snapshot,
     lists: &ListCache,
     kind: ListKind,
@@ -43,7 +45,9 @@ pub(super) async fn answer_list(
         ListKind::OllamaTags => lists.ollama_tags(snapshot),
         ListKind::OllamaPs => lists.ollama_ps(snapshot).await,
     };
-    send_json(session, 200, body, None).await.map(Ok)
+    send_json(session, 200, body, None, request_id)
+        .await
+        .map(Ok)
 }
 
 /// Reads the body and finds its model (resolving an alias). `Ok(Err(..))`

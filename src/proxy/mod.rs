@@ -133,7 +133,7 @@ impl ProxyHttp for Switchyard {
         }
         // Who the request is from, before anything can answer it.
         let trusted = &self.state.load().config.server.trusted_proxies;
-        ctx.origin = Some(Origin::read(session, trusted)?);
+        ctx.origin = Some(Origin::read(session, trusted));
         Ok(())
     }
 
@@ -161,7 +161,9 @@ impl ProxyHttp for Switchyard {
         let endpoint = Endpoint::of(&header.method, header.uri.path());
         match endpoint {
             Endpoint::List(kind) => {
-                if let Err(refusal) = answer_list(session, &snapshot, &self.lists, kind).await? {
+                if let Err(refusal) =
+                    answer_list(session, ctx.request_id(), &snapshot, &self.lists, kind).await?
+                {
                     refuse(session, ctx, &refusal).await?;
                 }
                 return Ok(true);
@@ -513,7 +515,7 @@ impl ProxyHttp for Switchyard {
         ctx.observed.answered(refusal.as_ref());
         let code = match refusal {
             Some(refusal) if session.response_written().is_none() => {
-                if let Err(write) = refusal.send(session).await {
+                if let Err(write) = refusal.send(session, ctx.request_id()).await {
                     debug!("could not send error response: {write}");
                 }
                 refusal.status()
@@ -599,7 +601,7 @@ fn usage_kind(
 /// nginx's lingering close does.
 async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) -> Result<()> {
     ctx.observed.answered(Some(refusal));
-    refusal.send(session).await?;
+    refusal.send(session, ctx.request_id()).await?;
     if refusal.status() == 413 {
         let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
     }
