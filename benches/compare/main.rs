@@ -324,9 +324,7 @@ fn run(args: Args) -> Result<(), String> {
                 7 | 8 => {
                     if let (Some((backend, targets)), Some(files)) = (&tls_run, &tls_files) {
                         let client = files.client.clone();
-                        bench
-                            .tls_saturation(targets, backend, client, n == 8)
-                            .await;
+                        bench.tls_saturation(targets, backend, client, n == 8).await;
                     }
                 }
                 1 => bench.saturation().await,
