@@ -10,7 +10,9 @@
 //! - [`health`]: is a backend up: active check state, probes, circuit breaker.
 //! - [`background`]: health checks and model discovery, run beside the proxy.
 //! - [`models`]: which backend serves which model; the request's model.
-//! - [`edge`]: client connections: their count, header and keep-alive limits.
+//! - [`edge`]: client connections: their count, header and keep-alive
+//!   limits, and HTTP/1.1 or HTTP/2 on each.
+//! - [`tls`]: TLS termination: certificates by SNI, replaced on reload.
 //! - [`forwarding`]: who a request is from: its id, its client's address
 //!   behind trusted proxies, and the `X-Forwarded-*` headers.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
@@ -52,3 +54,4 @@ pub(crate) mod proxy;
 pub(crate) mod routing;
 pub mod server;
 pub(crate) mod state;
+pub(crate) mod tls;

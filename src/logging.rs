@@ -20,13 +20,23 @@ struct Noise {
 }
 
 /// Every line lowered to `debug`.
-const NOISE: &[Noise] = &[Noise {
-    // pingora-core's `TransportConnector::reused_stream`: the idle watcher
-    // of a pooled connection had not let go of it yet; the request opens
-    // a new connection instead.
-    target: "pingora_core::connectors",
-    message: "failed to acquire reusable stream",
-}];
+const NOISE: &[Noise] = &[
+    Noise {
+        // pingora-core's `TransportConnector::reused_stream`: the idle watcher
+        // of a pooled connection had not let go of it yet; the request opens
+        // a new connection instead.
+        target: "pingora_core::connectors",
+        message: "failed to acquire reusable stream",
+    },
+    Noise {
+        // A client's TLS handshake failed on a TLS listener: plain HTTP sent
+        // to it, an old TLS version, a client that does not trust the
+        // certificate, a scanner. The client is told by the handshake;
+        // every port 443 on the internet sees these all day.
+        target: "pingora_core::services::listening",
+        message: "Downstream handshake error",
+    },
+];
 
 /// `env_logger`, with [`NOISE`] lowered to `debug`.
 pub struct Logger {

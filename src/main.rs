@@ -69,7 +69,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    let warnings = config.warnings(std::time::SystemTime::now());
     if args.test {
+        for w in &warnings {
+            eprintln!("switchyard: warning: {w}");
+        }
         // Only here: a running server's reload must not depend on the disk.
         let problems = config.check_paths();
         if !problems.is_empty() {
@@ -103,11 +107,22 @@ fn main() -> ExitCode {
             eprintln!("switchyard: {e}");
             return ExitCode::FAILURE;
         }
-        let addrs: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
+        let addrs: Vec<String> = config
+            .server
+            .listen
+            .iter()
+            .map(|a| match config.server.tls.iter().any(|t| t.addr == *a) {
+                true => format!("{a} (TLS)"),
+                false => a.to_string(),
+            })
+            .collect();
         log::info!("listening on {}", addrs.join(", "));
         if let Some(admin) = &config.admin {
             log::info!("admin listener on {} (/metrics, /status/)", admin.listen);
         }
+    }
+    for w in &warnings {
+        log::warn!("{w}");
     }
     let upgrade = std::env::current_exe().ok().map(|exe| UpgradeCommand {
         exe,

@@ -1,6 +1,6 @@
-//! Assembles the Pingora server: the proxy service on its listeners, the
-//! admin listener, the health checker, the access log's writer and the
-//! SIGHUP reloader.
+//! Assembles the Pingora server: the proxy service on its listeners (plain
+//! or TLS), the admin listener, the health checker, the access log's writer
+//! and the SIGHUP reloader.
 
 use crate::access_log::AccessLog;
 use crate::admin;
@@ -17,6 +17,8 @@ use crate::metrics::Metrics;
 use crate::models::lists::ListCache;
 use crate::proxy::Switchyard;
 use crate::state::SharedState;
+use crate::tls::TlsListeners;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -87,6 +89,21 @@ fn server_conf(config: &Config, options: &RunOptions) -> ServerConf {
     }
 }
 
+/// HTTP/2 clients' limits, which Pingora reads from the proxy for each
+/// connection: the keep-alive idle time closes an idle h2 connection, and
+/// the header size bounds a request's decoded header list, as
+/// `max_header_size` bounds an HTTP/1.1 header. Both are taken at start;
+/// HTTP/1.1 connections read theirs from each reload.
+fn h2_limits<A>(proxy: &mut pingora_proxy::HttpProxy<A>, server: &crate::config::ServerSettings) {
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout =
+        Some(server.timeouts.keepalive).filter(|keepalive| !keepalive.is_zero());
+    proxy.server_options = Some(options);
+    let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+    h2.max_header_list_size(u32::try_from(server.max_header_size).unwrap_or(u32::MAX));
+    proxy.h2_options = Some(h2);
+}
+
 /// Builds the server with all of Switchyard's services. The caller may add
 /// more (the demo adds its mock fleet) before running it.
 pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>) {
@@ -112,7 +129,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
     let lists = Arc::new(ListCache::default());
     let history = Arc::new(ReloadHistory::new(options.config_path.clone()));
 
-    let proxy = pingora_proxy::http_proxy(
+    let mut proxy = pingora_proxy::http_proxy(
         &server.configuration,
         Switchyard::new(
             state.clone(),
@@ -122,13 +139,22 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
             lists.clone(),
         ),
     );
+    h2_limits(&mut proxy, &settings);
     let mut proxy = Service::new(
         "switchyard proxy".to_string(),
         EdgeApp::new(proxy, state.clone(), metrics.clone()),
     );
+    let tls = Arc::new(TlsListeners::new(&settings.tls));
+    for listener in &settings.tls {
+        crate::tls::log_certificates(listener);
+    }
     for addr in &listen {
         let buffers = L4BufferSettings::default().read(CLIENT_READ_BUFFER);
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
+        let mut listener = ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers);
+        if let Some(tls) = tls.settings(*addr) {
+            listener = listener.tls(tls);
+        }
+        proxy.add_listener(listener);
     }
     server.add_service(proxy);
     if let Some(admin) = &admin {
@@ -164,6 +190,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
             metrics.clone(),
             access_log,
             history,
+            tls,
         ));
         server.add_service(background_service("reload", ReloadService::new(reloader)));
     }

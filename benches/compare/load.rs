@@ -49,6 +49,10 @@ pub struct Client {
     host: String,
     plain: Bytes,
     stream: Bytes,
+    /// TLS to the target (workloads 7 and 8), verified as `localhost`.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// A new connection for every request (workload 8).
+    fresh: bool,
 }
 
 impl Client {
@@ -68,6 +72,18 @@ impl Client {
             host: addr.to_string(),
             plain: body(false),
             stream: body(true),
+            tls: None,
+            fresh: false,
+        }
+    }
+
+    /// The same requests over TLS with `config`; a new connection, and so a
+    /// full handshake, for every request when `fresh`.
+    pub fn tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>, fresh: bool) -> Self {
+        Client {
+            tls: Some(config),
+            fresh,
+            ..Client::new(addr)
         }
     }
 
@@ -86,6 +102,16 @@ impl Client {
     async fn connect(&self) -> Result<Sender, BoxError> {
         let tcp = timeout(REQUEST_TIMEOUT, TcpStream::connect(self.addr)).await??;
         tcp.set_nodelay(true)?;
+        if let Some(config) = &self.tls {
+            let name = rustls_pki_types::ServerName::try_from("localhost")?;
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            let tls = timeout(REQUEST_TIMEOUT, connector.connect(name, tcp)).await??;
+            let (sender, conn) = http1::handshake(TokioIo::new(tls)).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            return Ok(sender);
+        }
         let (sender, conn) = http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -236,7 +262,7 @@ pub async fn closed_loop(client: &Client, conns: usize, window: Window) -> Outco
                 let result = client.complete(s).await;
                 let done = Instant::now();
                 let counted = sent >= measure_from && done <= end;
-                if !out.record(&result, counted, done - sent) {
+                if !out.record(&result, counted, done - sent) || client.fresh {
                     sender = None;
                 }
             }

@@ -13,6 +13,7 @@
 //! - `process`: a server run as a child process, pinned, killed on drop.
 //! - `bare`: the bare Pingora proxy, this binary run with `--serve-pingora`.
 //! - `backend`: the static backend of workload 6 (nginx `return 200`).
+//! - `tls`: the certificate and client settings of workloads 7 and 8.
 //! - `phases`: the workloads, in interleaved rounds.
 //! - `load`: the load generator (hyper client connections).
 //! - `procfs`: CPU time, memory and machine facts from `/proc`.
@@ -37,6 +38,7 @@ mod procfs;
 mod report;
 mod samples;
 mod targets;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -97,7 +99,10 @@ struct Args {
     /// 6 (saturation against a static backend: nginx answering with the
     /// mock's completion, on the harness's CPUs, so the proxy's CPU runs out
     /// first; the targets are started a second time in front of it, and
-    /// direct is the static backend itself). 6 runs first.
+    /// direct is the static backend itself). 6 runs first. 7 (TLS
+    /// termination, kept-alive connections) and 8 (a full TLS handshake per
+    /// request) run Switchyard and nginx terminating TLS in front of a
+    /// static backend of their own; they are not in the default run.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,6")]
     workloads: Vec<u8>,
     /// `auto`: proxies and harness on separate CPUs when there are at least
@@ -213,6 +218,7 @@ fn run(args: Args) -> Result<(), String> {
         max_conns: plan.streams + 256,
         nofile,
         workers,
+        tls: None,
     };
     let mut results = Results::default();
     let running = start_targets(&kinds, &launch, "", &mut results);
@@ -226,13 +232,52 @@ fn run(args: Args) -> Result<(), String> {
             &load_rt,
             plan_cpus.harness.as_deref(),
             workers,
+            "6",
             &mut results,
         )
     } else {
         None
     };
+    let tls_files = if args.workloads.iter().any(|w| *w == 7 || *w == 8) {
+        Some(tls::TlsFiles::new(&dir.path().join("tls"))?)
+    } else {
+        None
+    };
+    let tls_run = tls_files.as_ref().and_then(|files| {
+        let kinds: Vec<Kind> = kinds
+            .iter()
+            .copied()
+            .filter(|k| matches!(k, Kind::Switchyard | Kind::Nginx))
+            .collect();
+        let launch = Launch {
+            tls: Some(files),
+            ..launch
+        };
+        results.note(format!("7., 8. {}.", tls::SETUP));
+        start_static(
+            &kinds,
+            &launch,
+            &load_rt,
+            plan_cpus.harness.as_deref(),
+            (hc / 2).max(1),
+            "7",
+            &mut results,
+        )
+    });
     let started = std::time::Instant::now();
     let results = load_rt.block_on(async {
+        if let (Some((_, targets)), Some(files)) = (&tls_run, &tls_files) {
+            for t in targets {
+                let client = load::Client::tls(t.addr, files.client.clone(), false);
+                if let Err(e) = client.probe().await {
+                    return Err(format!(
+                        "{} does not answer over TLS: {e}\n{}",
+                        t.kind.label(),
+                        t.log_tail()
+                    ));
+                }
+            }
+        }
         let behind_static = static_run.iter().flat_map(|(_, targets)| targets);
         for t in running.iter().chain(behind_static) {
             if let Err(e) = load::Client::new(t.addr).probe().await {
@@ -260,6 +305,8 @@ fn run(args: Args) -> Result<(), String> {
             (2, "fixed rate"),
             (3, "streaming"),
             (4, "held streams"),
+            (7, "TLS termination, kept-alive connections"),
+            (8, "TLS handshake per request"),
         ] {
             if !w.contains(&n) {
                 continue;
@@ -274,6 +321,12 @@ fn run(args: Args) -> Result<(), String> {
                         bench.static_saturation(targets, backend).await;
                     }
                 }
+                7 | 8 => {
+                    if let (Some((backend, targets)), Some(files)) = (&tls_run, &tls_files) {
+                        let client = files.client.clone();
+                        bench.tls_saturation(targets, backend, client, n == 8).await;
+                    }
+                }
                 1 => bench.saturation().await,
                 2 => bench.fixed_rate().await,
                 3 => bench.streaming().await,
@@ -283,11 +336,12 @@ fn run(args: Args) -> Result<(), String> {
         Ok(bench.results)
     })?;
     let mut shown: Vec<Kind> = running.iter().map(|t| t.kind).collect();
-    if let Some((_, targets)) = &static_run {
+    for (_, targets) in static_run.iter().chain(&tls_run) {
         shown.extend(targets.iter().map(|t| t.kind));
     }
     shown.sort();
     shown.dedup();
+    drop(tls_run);
     drop(static_run);
     drop(running);
     drop(mock);
@@ -344,9 +398,10 @@ fn start_static(
     load_rt: &Runtime,
     cpus: Option<&str>,
     workers: usize,
+    workload: &str,
     results: &mut Results,
 ) -> Option<(StaticBackend, Vec<Target>)> {
-    let dir = launch.dir.join("static");
+    let dir = launch.dir.join(format!("static-{workload}"));
     let mock = Client::new(launch.backend);
     let started = load_rt
         .block_on(async {
@@ -367,13 +422,16 @@ fn start_static(
     let (backend, bytes) = match started {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("compare: skipping workload 6: {e}");
-            results.note(format!("6. skipped: {}", e.lines().next().unwrap_or("")));
+            eprintln!("compare: skipping workload {workload}: {e}");
+            results.note(format!(
+                "{workload}. skipped: {}",
+                e.lines().next().unwrap_or("")
+            ));
             return None;
         }
     };
     results.note(format!(
-        "6. Static backend: nginx `return 200` with the mock's {bytes}-byte completion, {workers} worker(s){}.",
+        "{workload}. Static backend: nginx `return 200` with the mock's {bytes}-byte completion, {workers} worker(s){}.",
         cpus.map(|c| format!(", on CPU {c}")).unwrap_or_default()
     ));
     let launch = Launch {
@@ -381,7 +439,7 @@ fn start_static(
         dir: &dir,
         ..*launch
     };
-    let targets = start_targets(kinds, &launch, "6. ", results);
+    let targets = start_targets(kinds, &launch, &format!("{workload}. "), results);
     Some((backend, targets))
 }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::process::{check, find_program, free_port, write, Server, Spawn};
 use crate::procfs;
+use crate::tls::TlsFiles;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -70,6 +71,8 @@ pub struct Launch<'a> {
     pub nofile: u64,
     /// Workers of each proxy: threads or processes.
     pub workers: usize,
+    /// Terminate TLS with this certificate (workloads 7 and 8).
+    pub tls: Option<&'a TlsFiles>,
 }
 
 /// One measured target, running. Dropping it kills the proxy.
@@ -156,9 +159,17 @@ fn switchyard(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, St
     let conf = dir.join("switchyard.yaml");
     // Health checks off: nginx and HAProxy get none either, and a TCP check
     // would show up as backend connections in the reuse figure.
+    let listen = match launch.tls {
+        Some(tls) => format!(
+            "[{{ addr: \"{addr}\", tls: {{ cert: \"{}\", key: \"{}\" }} }}]",
+            tls.cert.display(),
+            tls.key.display()
+        ),
+        None => format!("[\"{addr}\"]"),
+    };
     let text = format!(
         r#"server:
-  listen: ["{addr}"]
+  listen: {listen}
   threads: {workers}
   pid_file: "{dir}/switchyard.pid"
   upgrade_sock: "{dir}/upgrade.sock"
@@ -207,6 +218,18 @@ fn nginx(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String>
     // two connections (client and upstream), so each worker gets room for
     // all of them.
     let worker_conns = launch.max_conns * 2 + 64;
+    // TLS as Switchyard's: 1.3 only, the certificate alone (no OCSP, no
+    // session cache or tickets, so a new connection is a full handshake
+    // on both sides).
+    let listen = match launch.tls {
+        Some(tls) => format!(
+            "{addr} ssl;\n        ssl_certificate {};\n        ssl_certificate_key {};\n        \
+             ssl_protocols TLSv1.3;\n        ssl_session_cache off;\n        ssl_session_tickets off",
+            tls.cert.display(),
+            tls.key.display()
+        ),
+        None => addr.to_string(),
+    };
     let text = format!(
         r#"worker_processes {workers};
 daemon off;
@@ -230,7 +253,7 @@ http {{
         keepalive_timeout 300s;
     }}
     server {{
-        listen {addr};
+        listen {listen};
         location / {{
             proxy_pass http://mock;
             proxy_http_version 1.1;

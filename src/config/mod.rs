@@ -76,15 +76,28 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`. Relative paths in it (the
+    /// certificates') start at the file's directory, made absolute now so
+    /// that a daemon, whose working directory is `/`, reads the same files.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors::one("", format!("cannot read {}: {e}", path.display())))?;
-        Config::from_yaml(&text)
+        let dir = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        Config::from_yaml_in(&text, &dir)
     }
 
-    /// Parses and validates a configuration held in a string.
+    /// Parses and validates a configuration held in a string; relative
+    /// paths in it start at the working directory.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
+        Config::from_yaml_in(text, Path::new(""))
+    }
+
+    /// Parses and validates a configuration held in a string; relative
+    /// paths in it start at `dir`.
+    pub fn from_yaml_in(text: &str, dir: &Path) -> Result<Config, ConfigErrors> {
         // Which of two values was meant is anyone's guess: report, do not pick.
         let duplicates = duplicates::find(text);
         if !duplicates.is_empty() {
@@ -99,7 +112,7 @@ impl Config {
                 message: "unknown key".into(),
             })
             .collect();
-        match validate::validate(read.raw, read.mistyped) {
+        match validate::validate(read.raw, read.mistyped, dir) {
             Ok(config) if unknown.is_empty() => Ok(config),
             Ok(_) => Err(ConfigErrors(unknown)),
             Err(ConfigErrors(mut errors)) => {

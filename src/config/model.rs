@@ -7,6 +7,7 @@
 pub use crate::balance::queue::QueueSpec;
 pub use crate::forwarding::TrustedProxies;
 pub use crate::health::circuit::CircuitSpec;
+pub use crate::tls::{Certificate, TlsListener};
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -124,6 +125,13 @@ impl Config {
         self.pools.iter().find(|p| p.name == name)
     }
 
+    /// Warnings about the certificates: those that expire within
+    /// [`crate::tls::certificate::EXPIRY_WARNING`] or have expired.
+    pub fn warnings(&self, now: std::time::SystemTime) -> Vec<String> {
+        let tls = self.server.tls.iter();
+        tls.flat_map(|l| l.expiry_warnings(now)).collect()
+    }
+
     /// Every address listened on: the proxy's, then the admin listener's.
     pub fn listeners(&self) -> Vec<SocketAddr> {
         let admin = self.admin.as_ref().map(|a| a.listen);
@@ -139,8 +147,12 @@ impl Config {
 /// Defaults and ranges: [`crate::config::validate::server`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
-    /// Addresses to accept clients on. Default `127.0.0.1:8080`.
+    /// Addresses to accept clients on, TLS or not. Default `127.0.0.1:8080`.
     pub listen: Vec<SocketAddr>,
+    /// The listeners of `listen` that terminate TLS, with their
+    /// certificates. Which listeners these are is fixed at start; a reload
+    /// re-reads their certificates.
+    pub tls: Vec<TlsListener>,
     /// Worker threads of the proxy service. Default: the number of CPUs.
     pub threads: usize,
     /// Written by `-d`. Default `/run/switchyard/switchyard.pid`.

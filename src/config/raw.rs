@@ -52,7 +52,7 @@ pub struct RawModels {
 /// `server:`: process-wide settings; most need a restart to change.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawServer {
-    pub listen: Option<Vec<String>>,
+    pub listen: Option<Vec<RawListen>>,
     pub threads: Option<usize>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
@@ -67,6 +67,65 @@ pub struct RawServer {
     pub max_connections: Option<usize>,
     pub expose_backend: Option<bool>,
     pub trusted_proxies: Option<Vec<String>>,
+}
+
+/// `server.listen[i]`: `"ADDR"`, or `{ addr: "ADDR", tls: {...} }` for a
+/// listener that terminates TLS.
+#[derive(Debug)]
+pub enum RawListen {
+    Addr(String),
+    Listener(RawListener),
+}
+
+/// `server.listen[i]` written as a mapping.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawListener {
+    pub addr: Option<String>,
+    pub tls: Option<RawTls>,
+}
+
+/// `server.listen[i].tls`: one certificate (`cert` and `key`) or several
+/// chosen by SNI (`certs`), not both.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub certs: Option<Vec<RawCertPair>>,
+}
+
+/// `server.listen[i].tls.certs[j]`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCertPair {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawListen {
+    /// A string or a mapping. The mapping is read by [`RawListener`]'s own
+    /// `Deserialize` over the same map access, so its unknown keys and
+    /// values of the wrong type are found with their paths like any other.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawListen;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                // "a string" first: the mistyped values reader takes an
+                // item of the list for a string that is not one.
+                f.write_str("a string or a mapping with addr and tls")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawListen, E> {
+                Ok(RawListen::Addr(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawListen, A::Error> {
+                let de = serde::de::value::MapAccessDeserializer::new(map);
+                RawListener::deserialize(de).map(RawListen::Listener)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `server.timeouts:`: how long to wait on clients.

@@ -11,6 +11,15 @@
 //! connection to its keep-alive, and runs the connection's requests one
 //! after another, telling the stream when one ends.
 //!
+//! A connection whose TLS handshake agreed on HTTP/2 (ALPN `h2`) is handed
+//! to Pingora's own HTTP/2 loop instead, which runs each stream as a
+//! request of its own: header size, idle time and concurrent streams are
+//! HTTP/2 settings there (`crate::server` sets them from the same
+//! configuration), and the stream's HTTP/1.1 header scanning does not
+//! apply to binary frames. Such a connection still counts against
+//! `max_connections`; one beyond it is closed without an answer, since an
+//! HTTP/1.1 503 means nothing to an HTTP/2 client.
+//!
 //! # Layout
 //! - [`stream`]: the wrapped connection, its phases and limits.
 
@@ -26,7 +35,7 @@ use async_trait::async_trait;
 use log::warn;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::Session;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,14 +143,21 @@ where
         };
         self.metrics.connections_open.inc();
         let _open = OpenGuard(&self.metrics);
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         if self.metrics.connections_open.get() > i64::try_from(max).unwrap_or(i64::MAX) {
-            self.refuse(stream, max).await;
+            if !h2 {
+                self.refuse(stream, max).await;
+            }
             return None;
         }
+        if h2 {
+            // Pingora's HTTP/2 loop: a task per stream, all ended before
+            // this returns, so the connection is counted while it lasts.
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
         let stream: Stream = Box::new(EdgeStream::new(stream, limits, self.metrics.clone()));
-        // Pingora's own loop over a connection's requests (HTTP/1.1; TLS
-        // and HTTP/2 are not served yet), with the stream told when a
-        // request has ended.
+        // Pingora's own loop over a connection's requests (HTTP/1.1, over
+        // TLS or not), with the stream told when a request has ended.
         let mut session = ServerSession::new_http1(stream);
         loop {
             if *shutdown.borrow() {

@@ -6,7 +6,10 @@
 //! runtime (a background service survives the daemon fork, a thread started
 //! before `run_forever` would not). A file that fails to parse or validate
 //! changes nothing. A reload also reopens the access log, at its new path
-//! if `access_log.path` changed.
+//! if `access_log.path` changed, and gives the TLS listeners the
+//! certificates it read: validation has loaded and checked every one, so
+//! a certificate that fails refuses the reload whole and the old ones
+//! keep serving.
 
 use super::history::ReloadHistory;
 use crate::access_log::AccessLog;
@@ -14,6 +17,7 @@ use crate::background;
 use crate::config::{AccessLogSpec, Config, ConfigErrors, ServerSettings};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
+use crate::tls::TlsListeners;
 use async_trait::async_trait;
 use log::{error, info, warn};
 use pingora_core::server::ShutdownWatch;
@@ -38,6 +42,8 @@ pub struct Reloader {
     access_log: Arc<AccessLog>,
     /// Keeps the last of each, with its summary or errors, for `/status`.
     history: Arc<ReloadHistory>,
+    /// The running TLS listeners' certificates, replaced by each reload.
+    tls: Arc<TlsListeners>,
 }
 
 impl Reloader {
@@ -48,6 +54,7 @@ impl Reloader {
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
         history: Arc<ReloadHistory>,
+        tls: Arc<TlsListeners>,
     ) -> Self {
         let running_admin = state.load().config.admin.as_ref().map(|a| a.listen);
         Reloader {
@@ -58,6 +65,7 @@ impl Reloader {
             metrics,
             access_log,
             history,
+            tls,
         }
     }
 
@@ -85,6 +93,13 @@ impl Reloader {
         let mut fixed = restart_only_changes(&self.running, &config.server);
         if config.admin.as_ref().map(|a| a.listen) != self.running_admin {
             fixed.push("admin.listen");
+        }
+        for warning in config.warnings(std::time::SystemTime::now()) {
+            warn!("reload: {warning}");
+        }
+        // New handshakes get the new certificates from here on.
+        if self.tls.reload(&config.server.tls) {
+            fixed.push("server.listen (TLS added or removed)");
         }
         if !fixed.is_empty() {
             warn!(

@@ -111,3 +111,84 @@ impl TestCa {
         }
     }
 }
+
+/// What a client saw of a TLS handshake.
+#[derive(Debug)]
+pub struct Handshake {
+    /// The leaf certificate's serial number.
+    pub serial: u64,
+    pub version: rustls::ProtocolVersion,
+    /// The protocol agreed by ALPN, if any.
+    pub alpn: Option<Vec<u8>>,
+}
+
+/// rustls's client settings trusting `ca` alone, offering `alpn`.
+pub fn client_config(ca: &TestCa, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca.pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// A TLS handshake with `addr` asking for `sni` (an IP address sends
+/// none), verified against `ca`; what the server presented.
+pub async fn handshake(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    ca: &TestCa,
+) -> Result<Handshake, String> {
+    use rustls_pki_types::ServerName;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let config = client_config(ca, &[b"h2", b"http/1.1"]);
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio::time::timeout(super::DEADLINE, connector.connect(name, tcp))
+        .await
+        .map_err(|_| "the handshake did not finish".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (_, session) = tls.get_ref();
+    let leaf = &session.peer_certificates().ok_or("no certificate")?[0];
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|e| e.to_string())?;
+    let serial = cert
+        .tbs_certificate
+        .raw_serial()
+        .iter()
+        .fold(0u64, |n, b| (n << 8) | u64::from(*b));
+    Ok(Handshake {
+        serial,
+        version: session.protocol_version().ok_or("no version")?,
+        alpn: session.alpn_protocol().map(|p| p.to_vec()),
+    })
+}
+
+/// An HTTPS client trusting `ca` alone, with `names` resolved to `addr`
+/// (no DNS), HTTP/2 offered by ALPN unless `http1_only`.
+pub fn https_client(
+    ca: &TestCa,
+    names: &[&str],
+    addr: std::net::SocketAddr,
+    http1_only: bool,
+) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .timeout(std::time::Duration::from_secs(60));
+    for name in names {
+        builder = builder.resolve(name, addr);
+    }
+    if http1_only {
+        builder = builder.http1_only();
+    }
+    builder.build().unwrap()
+}

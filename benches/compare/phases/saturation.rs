@@ -1,12 +1,17 @@
-//! Workloads 1, 5 and 6: small completions in a closed loop, as fast as a
-//! target answers them, against the mock (1, and upstream reuse, 5) and
-//! against the static backend (6).
+//! Workloads 1, 5, 6, 7 and 8: small completions in a closed loop, as fast
+//! as a target answers them, against the mock (1, and upstream reuse, 5),
+//! against the static backend (6), and against the static backend with the
+//! proxy terminating TLS, on kept-alive connections (7) and on a new
+//! connection, so a full handshake, per request (8).
 //!
 //! Against the mock, the harness's one CPU (on two cores) carries both the
 //! load generator and the mock, and runs out before the cheaper proxies do:
 //! their req/s is then the harness's, not theirs. The static backend costs
 //! far less per request than the mock, so in workload 6 the proxy's CPU is
 //! the one that runs out, and req/s compares the proxies themselves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::time::{sleep, Instant};
 
@@ -85,6 +90,36 @@ const STATIC: Rows = Rows {
     instead: "compare CPU per request instead",
 };
 
+const TLS: Rows = Rows {
+    workload: "7.",
+    sat: "7. TLS saturation, keep-alive, static backend, 64 conns (req/s)",
+    p50: "7. TLS latency p50 at saturation (ms)",
+    proxy_cpu: "7. Proxy CPU per TLS request (µs)",
+    proxy_busy: "7. Proxy's CPU busy, TLS (%, /proc/stat)",
+    harness_busy: "7. Harness CPUs busy, TLS (%, /proc/stat)",
+    loadgen_pct: "7. Load generator threads, TLS (% of one CPU)",
+    loadgen_cpu: "7. Load generator CPU per TLS request (µs)",
+    backend_cpu: "7. Static backend CPU per request, TLS (µs)",
+    errors: "7. Errors in TLS saturation window",
+    backend: "the static backend",
+    instead: "compare CPU per request instead",
+};
+
+const HANDSHAKES: Rows = Rows {
+    workload: "8.",
+    sat: "8. TLS handshake rate: new connection per request, 64 conns (req/s)",
+    p50: "8. Handshake + request latency p50 (ms)",
+    proxy_cpu: "8. Proxy CPU per handshake + request (µs)",
+    proxy_busy: "8. Proxy's CPU busy, handshakes (%, /proc/stat)",
+    harness_busy: "8. Harness CPUs busy, handshakes (%, /proc/stat)",
+    loadgen_pct: "8. Load generator threads, handshakes (% of one CPU)",
+    loadgen_cpu: "8. Load generator CPU per handshake (µs)",
+    backend_cpu: "8. Static backend CPU per request, handshakes (µs)",
+    errors: "8. Errors in handshake window",
+    backend: "the static backend",
+    instead: "compare CPU per handshake instead",
+};
+
 /// What answers behind the targets; its CPU time is read differently.
 #[derive(Clone, Copy)]
 enum Upstream<'b> {
@@ -141,19 +176,41 @@ impl Bench<'_> {
     pub async fn saturation(&mut self) {
         self.timing(SMALL);
         let targets = self.targets;
-        self.saturate(targets, Upstream::Mock, &MOCK).await;
+        self.saturate(targets, Upstream::Mock, &MOCK, &Client::new)
+            .await;
     }
 
     /// Workload 6: saturation against the static backend, through
     /// `targets`, which forward to it.
     pub async fn static_saturation(&mut self, targets: &[Target], backend: &StaticBackend) {
-        self.saturate(targets, Upstream::Static(backend), &STATIC)
+        self.saturate(targets, Upstream::Static(backend), &STATIC, &Client::new)
+            .await;
+    }
+
+    /// Workloads 7 (`fresh` false) and 8 (`fresh`): TLS terminated by
+    /// `targets`, which forward to the static backend in plain HTTP.
+    pub async fn tls_saturation(
+        &mut self,
+        targets: &[Target],
+        backend: &StaticBackend,
+        client: Arc<rustls::ClientConfig>,
+        fresh: bool,
+    ) {
+        let rows = if fresh { &HANDSHAKES } else { &TLS };
+        let make = move |addr| Client::tls(addr, client.clone(), fresh);
+        self.saturate(targets, Upstream::Static(backend), rows, &make)
             .await;
     }
 
     /// Closed-loop saturation of each target in turn: req/s, p50, the
     /// proxy's CPU per request, and how busy each side's CPUs were.
-    async fn saturate(&mut self, targets: &[Target], upstream: Upstream<'_>, rows: &Rows) {
+    async fn saturate(
+        &mut self,
+        targets: &[Target],
+        upstream: Upstream<'_>,
+        rows: &Rows,
+        client_for: &dyn Fn(SocketAddr) -> Client,
+    ) {
         let w = self.plan.window;
         let secs = w.measure.as_secs_f64();
         for name in rows.all() {
@@ -161,7 +218,7 @@ impl Bench<'_> {
         }
         for r in 0..self.plan.rounds {
             for t in order(targets, r) {
-                let client = Client::new(t.addr);
+                let client = client_for(t.addr);
                 let first = self.snapshot(t, upstream);
                 let run = tokio::spawn(async move { load::closed_loop(&client, CONNS, w).await });
                 sleep(w.warmup).await;

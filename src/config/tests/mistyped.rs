@@ -186,7 +186,7 @@ fn type_errors_in_nested_positions_say_what_the_key_takes() {
         (
             "server.listen",
             "8080",
-            r#"must be a list of strings such as ["127.0.0.1:8080"], not 8080"#,
+            "must be a list of addresses such as [\"127.0.0.1:8080\"], or of listeners such as { addr: \"0.0.0.0:443\", tls: { cert: FILE, key: FILE } }, not 8080",
         ),
         (
             "pools.chat.backends[0].models",
@@ -250,8 +250,8 @@ fn type_errors_in_nested_positions_say_what_the_key_takes() {
         // An item of a list of strings that is not one.
         (
             "server.listen[0]",
-            "{ ip: x }",
-            r#"must be a list of strings such as ["127.0.0.1:8080"], but [0] is a mapping"#,
+            "[x]",
+            "must be a list of addresses such as [\"127.0.0.1:8080\"], or of listeners such as { addr: \"0.0.0.0:443\", tls: { cert: FILE, key: FILE } }, but [0] is a list",
         ),
         (
             "models.fallbacks.a[0]",
@@ -360,7 +360,7 @@ fn the_line_is_the_line_of_the_key_or_of_the_item() {
     assert_eq!(
         errors(yaml),
         vec![
-            r#"server.listen: must be a list of strings such as ["127.0.0.1:8080"], but [1] is a list (line 4)"#,
+            "server.listen: must be a list of addresses such as [\"127.0.0.1:8080\"], or of listeners such as { addr: \"0.0.0.0:443\", tls: { cert: FILE, key: FILE } }, but [1] is a list (line 4)",
             "server.threads: must be a whole number from 1 to 1024, not a list (line 5)",
             r#"pools.a.backends[0].weight: must be a whole number from 0 to 1000, not "heavy" (line 11)"#,
         ]

@@ -10,6 +10,7 @@ mod duplicates;
 mod mistyped;
 mod routes;
 mod server;
+mod tls;
 
 use super::*;
 

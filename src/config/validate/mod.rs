@@ -12,6 +12,7 @@
 //! the code that uses it. The defaults and ranges are constants, each with
 //! the reason for its value, in the module of their section:
 //! - [`server`], `server:`: the process and the client side;
+//! - [`tls`], `server.listen[i].tls`: certificates, read and checked;
 //! - [`pools`], `pools.NAME`: timeouts, health check, circuit and queue;
 //! - [`backends`], `pools.NAME.backends`: and what a pool may cost to build;
 //! - [`routes`], `routes`;
@@ -26,6 +27,7 @@ pub mod models;
 pub mod pools;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 use super::mistyped::Mistyped;
 use super::model::*;
@@ -223,13 +225,18 @@ fn show_size(bytes: usize) -> String {
 }
 
 /// Validates a parsed file, whose values of the wrong type were taken out
-/// and are in `mistyped`.
-pub fn validate(raw: RawConfig, mistyped: Vec<Mistyped>) -> Result<Config, ConfigErrors> {
+/// and are in `mistyped`. Relative file paths in it start at `dir`, the
+/// file's directory.
+pub fn validate(
+    raw: RawConfig,
+    mistyped: Vec<Mistyped>,
+    dir: &std::path::Path,
+) -> Result<Config, ConfigErrors> {
     let mut errors = Errors {
         list: Vec::new(),
         mistyped,
     };
-    let server = server::server(&mut errors, raw.server.unwrap_or_default());
+    let server = server::server(&mut errors, raw.server.unwrap_or_default(), dir);
 
     errors.mistyped("pools", || "a mapping of pool names to pools".into());
     let raw_pools = raw.pools.unwrap_or_default();

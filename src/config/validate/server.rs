@@ -3,11 +3,13 @@
 
 use super::Errors;
 use crate::config::model::{ClientTimeouts, ServerSettings, TrustedProxies};
-use crate::config::raw::{RawClientTimeouts, RawServer};
+use crate::config::raw::{RawClientTimeouts, RawListen, RawServer};
+use crate::tls::TlsListener;
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::path::Path;
 use std::time::Duration;
 
 /// Loopback, so that a fresh install serves nobody else until the operator
@@ -118,10 +120,18 @@ pub const MAX_CONNECTIONS: RangeInclusive<usize> = 1..=1_000_000;
 /// of them with room to spare while bounding that work.
 pub const MAX_TRUSTED_PROXIES: usize = 1024;
 
-pub(super) fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
+/// What `server.listen` takes, for a value of the wrong type.
+const LISTEN_TAKES: &str = "a list of addresses such as [\"127.0.0.1:8080\"], or of listeners \
+     such as { addr: \"0.0.0.0:443\", tls: { cert: FILE, key: FILE } }";
+
+/// `dir` is where relative certificate paths start: the configuration
+/// file's directory.
+pub(super) fn server(errors: &mut Errors, raw: RawServer, dir: &Path) -> ServerSettings {
     let default_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (listen, tls) = listen(errors, raw.listen, dir);
     ServerSettings {
-        listen: listen(errors, raw.listen),
+        listen,
+        tls,
         threads: errors.count("server.threads", raw.threads, default_threads, &THREADS),
         pid_file: raw.pid_file.unwrap_or_else(|| DEFAULT_PID_FILE.into()),
         upgrade_sock: raw
@@ -171,31 +181,75 @@ pub(super) fn server(errors: &mut Errors, raw: RawServer) -> ServerSettings {
     }
 }
 
-fn listen(errors: &mut Errors, raw: Option<Vec<String>>) -> Vec<SocketAddr> {
-    errors.mistyped("server.listen", || {
-        format!("a list of strings such as [\"{DEFAULT_LISTEN}\"]")
-    });
-    let raw = raw.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]);
+/// The addresses of `server.listen`, and the listeners among them that
+/// terminate TLS, with their certificates loaded.
+fn listen(
+    errors: &mut Errors,
+    raw: Option<Vec<RawListen>>,
+    dir: &Path,
+) -> (Vec<SocketAddr>, Vec<TlsListener>) {
+    errors.mistyped("server.listen", || LISTEN_TAKES.into());
+    let raw = raw.unwrap_or_else(|| vec![RawListen::Addr(DEFAULT_LISTEN.to_string())]);
     if raw.is_empty() {
         errors.push("server.listen", "at least one address is required");
     }
     let mut seen = HashSet::new();
     let mut listen = Vec::new();
-    for (i, text) in raw.iter().enumerate() {
+    let mut tls = Vec::new();
+    for (i, entry) in raw.into_iter().enumerate() {
         let path = format!("server.listen[{i}]");
-        match text.parse::<SocketAddr>() {
-            Ok(addr) if addr.port() == 0 => errors.push(
-                path,
-                format!("{text:?} has port 0, which would listen on a random port"),
-            ),
-            Ok(addr) if !seen.insert(addr) => {
-                errors.push(path, format!("{text:?} is listed twice"));
+        let (text, raw_tls) = match entry {
+            RawListen::Addr(text) => (text, None),
+            RawListen::Listener(l) => {
+                let Some(text) = l.addr else {
+                    errors.push(
+                        format!("{path}.addr"),
+                        "is required, such as \"0.0.0.0:443\"",
+                    );
+                    continue;
+                };
+                if l.tls.is_none() && !errors.is_mistyped(&format!("{path}.tls")) {
+                    errors.push(
+                        format!("{path}.tls"),
+                        "is required in a mapping; write a plain listener as the address alone",
+                    );
+                }
+                (text, l.tls)
             }
-            Ok(addr) => listen.push(addr),
-            Err(_) => errors.push(path, format!("{text:?} is not an IP:port address")),
+        };
+        let at = if raw_tls.is_some() {
+            format!("{path}.addr")
+        } else {
+            path.clone()
+        };
+        let addr = match text.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => {
+                errors.push(
+                    at,
+                    format!("{text:?} has port 0, which would listen on a random port"),
+                );
+                None
+            }
+            Ok(addr) if !seen.insert(addr) => {
+                errors.push(at, format!("{text:?} is listed twice"));
+                None
+            }
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                errors.push(at, format!("{text:?} is not an IP:port address"));
+                None
+            }
+        };
+        let certs =
+            raw_tls.map(|t| super::tls::certificates(errors, &format!("{path}.tls"), t, dir));
+        if let Some(addr) = addr {
+            listen.push(addr);
+            if let Some(certs) = certs.filter(|c| !c.is_empty()) {
+                tls.push(TlsListener { addr, certs });
+            }
         }
     }
-    listen
+    (listen, tls)
 }
 
 fn trusted_proxies(errors: &mut Errors, raw: Option<Vec<String>>) -> TrustedProxies {
