@@ -10,7 +10,11 @@
 //! - [`health`]: is a backend up: active check state, probes, circuit breaker.
 //! - [`background`]: health checks and model discovery, run beside the proxy.
 //! - [`models`]: which backend serves which model; the request's model.
-//! - [`edge`]: client connections: their count, header and keep-alive limits.
+//! - [`edge`]: client connections: their count, header and keep-alive limits,
+//!   and which addresses may connect.
+//! - [`auth`]: API keys, and the pools and models each may use.
+//! - [`limits`]: rate and concurrency limits per address, key and pool,
+//!   counted here or in Redis.
 //! - [`forwarding`]: who a request is from: its id, its client's address
 //!   behind trusted proxies, and the `X-Forwarded-*` headers.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
@@ -28,12 +32,14 @@
 //! - [`cli`]: the command line.
 //!
 //! Public are only the modules the binaries, tests and benchmarks use
-//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool,
+//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`,
+//! `auth` and `limits` for the key commands and the config model, and the pool,
 //! model scanner, metrics and access log the micro-benchmarks time); the
 //! rest is the crate's own.
 
 pub mod access_log;
 pub(crate) mod admin;
+pub mod auth;
 pub(crate) mod background;
 pub mod balance;
 pub mod cli;
@@ -44,6 +50,7 @@ pub(crate) mod errors;
 pub(crate) mod forwarding;
 pub(crate) mod health;
 pub mod lifecycle;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod mock;

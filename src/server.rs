@@ -9,7 +9,7 @@ use crate::background::access_log::AccessLogService;
 use crate::background::discovery::DiscoveryService;
 use crate::background::health::HealthService;
 use crate::config::Config;
-use crate::edge::EdgeApp;
+use crate::edge::{AddressFilter, EdgeApp};
 use crate::lifecycle::drain::{DrainService, Requests};
 use crate::lifecycle::history::ReloadHistory;
 use crate::lifecycle::reload::{ReloadService, Reloader};
@@ -126,6 +126,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
         "switchyard proxy".to_string(),
         EdgeApp::new(proxy, state.clone(), metrics.clone()),
     );
+    proxy.set_connection_filter(Arc::new(AddressFilter::new(state.clone(), metrics.clone())));
     for addr in &listen {
         let buffers = L4BufferSettings::default().read(CLIENT_READ_BUFFER);
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
