@@ -340,7 +340,8 @@ impl Bucket {
 }
 
 /// A token bucket that is full at `tat` (nanoseconds), seen at `now`: it
-/// admits while it is less than a whole window in debt.
+/// admits while it has room for a token, however many the request then
+/// takes.
 pub fn token_window(rate: TokenRate, tat: u64, now: u64) -> (Window, Option<Duration>) {
     let per = u64::try_from(rate.per.as_nanos()).unwrap_or(u64::MAX);
     let level = tat.saturating_sub(now);
@@ -351,7 +352,9 @@ pub fn token_window(rate: TokenRate, tat: u64, now: u64) -> (Window, Option<Dura
         remaining: u64::try_from(remaining).unwrap_or(u64::MAX),
         reset: Duration::from_nanos(level),
     };
-    let wait = (level >= per).then(|| Duration::from_nanos(level - per + per / rate.limit.max(1)));
+    // Empty is less than one token's room left.
+    let token = per / rate.limit.max(1);
+    let wait = (remaining == 0).then(|| Duration::from_nanos((level + token).saturating_sub(per).max(1)));
     (window, wait)
 }
 
@@ -396,7 +399,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_token_bucket_admits_until_a_window_in_debt() {
+    fn a_token_bucket_admits_while_it_has_room_for_a_token() {
         let rate = TokenRate {
             per: Duration::from_secs(60),
             limit: 3000,

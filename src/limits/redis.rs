@@ -63,8 +63,8 @@ for i, key in ipairs(KEYS) do
       local level = tat - now
       remaining = math.floor(math.max(per - level, 0) / interval)
       reset = level
-      if level >= per then
-        admit, wait = 0, level - per + interval
+      if remaining < 1 then
+        admit, wait = 0, level + interval - per
       end
     end
   end
