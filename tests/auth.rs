@@ -94,9 +94,9 @@ async fn keys_let_in_refuse_and_filter_and_never_travel_or_show() {
         Fleet::new(addr)
             .set("auth.keys", keys.clone())
             .set("access_log.path", access_log.display().to_string())
-            .pool(Pool::new("chat").backend(
-                Backend::of(&m).set("models", yaml("[llama3, qwen2.5]")),
-            ))
+            .pool(
+                Pool::new("chat").backend(Backend::of(&m).set("models", yaml("[llama3, qwen2.5]"))),
+            )
             .yaml()
     })
     .await;
@@ -118,7 +118,10 @@ async fn keys_let_in_refuse_and_filter_and_never_travel_or_show() {
     .await;
     assert_eq!(resp.status().as_u16(), 401);
     let body = json_of(resp).await;
-    assert!(body["error"].as_str().unwrap().contains("API key"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("API key"),
+        "{body}"
+    );
 
     // The right keys, each as its clients send it.
     let (status, body) = chat_as(&chat_url, "llama3", Some(ALICE)).await;
@@ -163,8 +166,14 @@ async fn keys_let_in_refuse_and_filter_and_never_travel_or_show() {
     let logged = std::fs::read_to_string(&access_log).unwrap();
     assert!(logged.contains("\"key\":\"alice\""), "{logged}");
     for text in [logged, proxy.log_text()] {
-        assert!(!text.contains(ALICE) && !text.contains(BOB), "a key in a log:\n{text}");
-        assert!(!text.contains("sk-wrong"), "a presented key in a log:\n{text}");
+        assert!(
+            !text.contains(ALICE) && !text.contains(BOB),
+            "a key in a log:\n{text}"
+        );
+        assert!(
+            !text.contains("sk-wrong"),
+            "a presented key in a log:\n{text}"
+        );
     }
 }
 
@@ -218,5 +227,8 @@ fn key_hash_prints_the_line_and_key_new_a_usable_key() {
     let out = key_command("new", "");
     let key = out.split_whitespace().nth(1).unwrap();
     let line = out.lines().find(|l| l.starts_with("config: ")).unwrap();
-    assert_eq!(line.trim_start_matches("config: "), key_command("hash", key).trim());
+    assert_eq!(
+        line.trim_start_matches("config: "),
+        key_command("hash", key).trim()
+    );
 }

@@ -61,7 +61,11 @@ async fn a_burst_passes_then_the_rate() {
     let ended = Instant::now();
     let ok = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(ok, 5, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        15,
+        "{statuses:?}"
+    );
     assert!(retries.iter().all(|r| r == "1"), "Retry-After: {retries:?}");
 
     // Two requests' room comes back each second: a second after the burst
@@ -71,7 +75,10 @@ async fn a_burst_passes_then_the_rate() {
     let (statuses, _) = burst(&url, 6).await;
     let allowed = ((start.elapsed().as_secs_f64() - 0.0) * 2.0).floor() as usize;
     let ok = statuses.iter().filter(|s| **s == 200).count();
-    assert!(ok >= 2 && ok <= allowed.min(6), "{ok} passed, {allowed} allowed: {statuses:?}");
+    assert!(
+        ok >= 2 && ok <= allowed.min(6),
+        "{ok} passed, {allowed} allowed: {statuses:?}"
+    );
 
     // The refusals are counted by scope and limit.
     let resp = post_json(&client(), &url, CHAT).await;
@@ -79,7 +86,10 @@ async fn a_burst_passes_then_the_rate() {
     let body = resp.bytes().await.unwrap();
     if refused {
         let (_, kind, code) = error_fields(&body);
-        assert_eq!((kind.as_str(), code.as_str()), ("rate_limit_error", "rate_limit_exceeded"));
+        assert_eq!(
+            (kind.as_str(), code.as_str()),
+            ("rate_limit_error", "rate_limit_exceeded")
+        );
     }
 }
 
@@ -101,8 +111,7 @@ async fn a_token_budget_refuses_once_spent_and_the_headers_count_down() {
         let status = resp.status().as_u16();
         let remaining = header(&resp, "x-ratelimit-remaining-tokens");
         assert_eq!(header(&resp, "x-ratelimit-limit-tokens"), "3000");
-        let body: serde_json::Value =
-            serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
         if status == 200 {
             assert_eq!(body["usage"]["total_tokens"], 1000, "{body}");
         }
@@ -171,7 +180,11 @@ async fn requests_in_flight_are_capped_and_released_on_end_or_cancel() {
     let c = stream(&url).await;
     assert_eq!(c.status().as_u16(), 200);
     let d = stream(&url).await;
-    assert_eq!(d.status().as_u16(), 200, "the finished streams' slots are free");
+    assert_eq!(
+        d.status().as_u16(),
+        200,
+        "the finished streams' slots are free"
+    );
 }
 
 /// Connects from `source` to `addr`, sends a request, and returns what
@@ -203,7 +216,9 @@ async fn a_denied_address_is_closed_before_its_request_is_read() {
     .await;
     let allowed = exchange_from("127.0.0.1", proxy.addr).await.unwrap();
     assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
-    let denied = exchange_from("127.0.0.2", proxy.addr).await.unwrap_or_default();
+    let denied = exchange_from("127.0.0.2", proxy.addr)
+        .await
+        .unwrap_or_default();
     assert_eq!(denied, "", "a denied peer got an answer");
     let metrics_seen = proxy.log_text();
     assert!(!metrics_seen.contains("panicked"), "{metrics_seen}");

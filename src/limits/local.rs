@@ -354,7 +354,8 @@ pub fn token_window(rate: TokenRate, tat: u64, now: u64) -> (Window, Option<Dura
     };
     // Empty is less than one token's room left.
     let token = per / rate.limit.max(1);
-    let wait = (remaining == 0).then(|| Duration::from_nanos((level + token).saturating_sub(per).max(1)));
+    let wait =
+        (remaining == 0).then(|| Duration::from_nanos((level + token).saturating_sub(per).max(1)));
     (window, wait)
 }
 
