@@ -201,6 +201,7 @@ fn chat_entry<'a>(start: Instant, failures: &'a [Failure]) -> Entry<'a> {
         time: now.checked_sub(duration).unwrap_or(now),
         request_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
         client: Some("10.1.2.3".parse().unwrap()),
+        key: None,
         method: "POST",
         path: "/v1/chat/completions",
         status: 200,

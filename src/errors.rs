@@ -52,6 +52,20 @@ pub enum Refusal {
     #[error("{0}")]
     InvalidModel(String),
 
+    // Who sent it, and how much.
+    #[error("{0}")]
+    InvalidApiKey(&'static str),
+    #[error("this key may not use {what}")]
+    ModelNotAllowed { what: String },
+    #[error("rate limit reached: {limit} per {scope}; retry in {retry_after}s")]
+    RateLimited {
+        scope: &'static str,
+        limit: &'static str,
+        retry_after: u64,
+    },
+    #[error("the rate limits cannot be checked now (limits.store is unreachable); retry shortly")]
+    LimitStoreUnavailable,
+
     // Where it could go.
     #[error("no route matches {path}")]
     NoRoute { path: String },
@@ -115,16 +129,20 @@ impl Refusal {
         match self {
             BadRequest | InvalidMethod(_) | InvalidHost | InvalidRequestLine | InvalidJson(_)
             | ModelRequired | InvalidModel(_) => 400,
-            PerBackendOperation { .. } => 403,
+            InvalidApiKey(_) => 401,
+            PerBackendOperation { .. } | ModelNotAllowed { .. } => 403,
             NoRoute { .. } | ModelNotFound { .. } => 404,
             MethodNotAllowed(_) => 405,
             HeaderTimeout(_) | BodyTimeout => 408,
             BodyTooLarge { .. } => 413,
-            QueueFull { .. } => 429,
+            QueueFull { .. } | RateLimited { .. } => 429,
             HeaderTooLarge { .. } => 431,
             Internal => 500,
             BackendError { .. } => 502,
-            NoHealthyBackend { .. } | QueueTimeout { .. } | TooManyConnections => 503,
+            NoHealthyBackend { .. }
+            | QueueTimeout { .. }
+            | TooManyConnections
+            | LimitStoreUnavailable => 503,
             BackendTimeout { .. } => 504,
             LoopDetected => 508,
         }
@@ -142,6 +160,7 @@ impl Refusal {
     /// Anthropic's `error.type`, which its SDKs map to exception classes.
     fn anthropic_kind(&self) -> &'static str {
         match self.status() {
+            401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
             413 => "request_too_large",
@@ -167,6 +186,10 @@ impl Refusal {
             InvalidJson(_) => "invalid_json",
             ModelRequired => "model_required",
             InvalidModel(_) => "invalid_model",
+            InvalidApiKey(_) => "invalid_api_key",
+            ModelNotAllowed { .. } => "model_not_allowed",
+            RateLimited { .. } => "rate_limit_exceeded",
+            LimitStoreUnavailable => "limit_store_unavailable",
             NoRoute { .. } => "no_route",
             ModelNotFound { .. } => "model_not_found",
             PerBackendOperation { .. } => "per_backend_operation",
@@ -185,9 +208,16 @@ impl Refusal {
     /// proxy is busy or down for now.
     pub fn retry_after(&self) -> Option<u64> {
         use Refusal::*;
+        if let RateLimited { retry_after, .. } = self {
+            return Some(*retry_after);
+        }
         matches!(
             self,
-            NoHealthyBackend { .. } | QueueFull { .. } | QueueTimeout { .. } | TooManyConnections
+            NoHealthyBackend { .. }
+                | QueueFull { .. }
+                | QueueTimeout { .. }
+                | TooManyConnections
+                | LimitStoreUnavailable
         )
         .then_some(1)
     }
@@ -253,11 +283,27 @@ impl Refusal {
         session: &mut Session,
         request_id: Option<&str>,
     ) -> pingora_error::Result<()> {
+        self.send_with(session, request_id, |_| Ok(())).await
+    }
+
+    /// As [`Refusal::send`], with headers of the caller's added (a rate
+    /// limit's `x-ratelimit-*`).
+    pub async fn send_with(
+        &self,
+        session: &mut Session,
+        request_id: Option<&str>,
+        extra: impl FnOnce(&mut ResponseHeader) -> pingora_error::Result<()>,
+    ) -> pingora_error::Result<()> {
         session.set_keepalive(None);
         let shape = Shape::for_path(session.req_header().uri.path());
         let body = self.body(shape, request_id);
         let status = self.status();
-        send_json(session, status, body, self.retry_after(), request_id).await
+        let mut header = json_header(status, body.len(), self.retry_after(), request_id)?;
+        extra(&mut header)?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
     }
 
     /// A Pingora error that ends the request, carrying this refusal as its
@@ -286,19 +332,31 @@ pub async fn send_json(
     retry_after: Option<u64>,
     request_id: Option<&str>,
 ) -> pingora_error::Result<()> {
+    let header = json_header(status, body.len(), retry_after, request_id)?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// The header of a JSON answer of `len` bytes to the request whose id is
+/// `request_id`.
+fn json_header(
+    status: u16,
+    len: usize,
+    retry_after: Option<u64>,
+    request_id: Option<&str>,
+) -> pingora_error::Result<ResponseHeader> {
     let mut header = ResponseHeader::build(status, Some(3))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
     if let Some(secs) = retry_after {
         header.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
     }
     if let Some(id) = request_id {
         header.insert_header(REQUEST_ID_HEADER, id)?;
     }
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
+    Ok(header)
 }
 
 #[cfg(test)]

@@ -11,8 +11,11 @@
 //! - [`background`]: health checks and model discovery, run beside the proxy.
 //! - [`models`]: which backend serves which model; the request's model.
 //! - [`edge`]: client connections: their count, header and keep-alive
-//!   limits, and HTTP/1.1 or HTTP/2 on each.
+//!   limits, HTTP/1.1 or HTTP/2 on each, and which addresses may connect.
 //! - [`tls`]: TLS termination: certificates by SNI, replaced on reload.
+//! - [`auth`]: API keys, and the pools and models each may use.
+//! - [`limits`]: rate and concurrency limits per address, key and pool,
+//!   counted here or in Redis.
 //! - [`forwarding`]: who a request is from: its id, its client's address
 //!   behind trusted proxies, and the `X-Forwarded-*` headers.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
@@ -30,12 +33,14 @@
 //! - [`cli`]: the command line.
 //!
 //! Public are only the modules the binaries, tests and benchmarks use
-//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`, and the pool,
+//! (`cli`, `config`, `server`, `demo`, `mock`, `lifecycle`, `logging`,
+//! `auth` and `limits` for the key commands and the config model, and the pool,
 //! model scanner, metrics and access log the micro-benchmarks time); the
 //! rest is the crate's own.
 
 pub mod access_log;
 pub(crate) mod admin;
+pub mod auth;
 pub(crate) mod background;
 pub mod balance;
 pub mod cli;
@@ -46,6 +51,7 @@ pub(crate) mod errors;
 pub(crate) mod forwarding;
 pub(crate) mod health;
 pub mod lifecycle;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod mock;

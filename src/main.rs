@@ -4,7 +4,7 @@
 use clap::Parser;
 use pingora_core::server::RunArgs;
 use std::process::ExitCode;
-use switchyard::cli::{Args, EXIT_BAD_CONFIG};
+use switchyard::cli::{key_command, Args, Command, EXIT_BAD_CONFIG};
 use switchyard::config::Config;
 use switchyard::lifecycle::signals::{SignalWatch, UpgradeCommand};
 use switchyard::server::{self, RunOptions};
@@ -32,6 +32,16 @@ fn main() -> ExitCode {
         eprintln!("switchyard: cannot start logging: {e}");
     }
     let args = Args::parse();
+    if let Some(Command::Key { action }) = &args.command {
+        let (mut stdin, mut stdout) = (std::io::stdin().lock(), std::io::stdout().lock());
+        return match key_command(action, &mut stdin, &mut stdout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        };
+    }
 
     if args.demo {
         let (fleet, addrs) = match switchyard::demo::DemoFleet::bind() {

@@ -9,7 +9,7 @@ use crate::background::access_log::AccessLogService;
 use crate::background::discovery::DiscoveryService;
 use crate::background::health::HealthService;
 use crate::config::Config;
-use crate::edge::EdgeApp;
+use crate::edge::{AddressFilter, EdgeApp};
 use crate::lifecycle::drain::{DrainService, Requests};
 use crate::lifecycle::history::ReloadHistory;
 use crate::lifecycle::reload::{ReloadService, Reloader};
@@ -144,6 +144,7 @@ pub fn build(config: Config, options: &RunOptions) -> (Server, Arc<SharedState>)
         "switchyard proxy".to_string(),
         EdgeApp::new(proxy, state.clone(), metrics.clone()),
     );
+    proxy.set_connection_filter(Arc::new(AddressFilter::new(state.clone(), metrics.clone())));
     let tls = Arc::new(TlsListeners::new(&settings.tls));
     for listener in &settings.tls {
         crate::tls::log_certificates(listener);

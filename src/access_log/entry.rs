@@ -20,6 +20,8 @@ pub struct Entry<'a> {
     pub request_id: Option<&'a str>,
     /// The client's address, behind any `server.trusted_proxies`.
     pub client: Option<IpAddr>,
+    /// The name of the API key the request was sent with (never the key).
+    pub key: Option<&'a str>,
     pub method: &'a str,
     /// The path without its query string, which may carry secrets (API
     /// keys in `?key=`); as received, percent-escapes undecoded.
@@ -142,6 +144,7 @@ mod tests {
             time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_731_000_000_123),
             request_id: Some("r-1"),
             client: Some("10.0.0.7".parse().unwrap()),
+            key: Some("alice"),
             method: "POST",
             path,
             status: 200,
@@ -190,6 +193,7 @@ mod tests {
                 "time": "2024-11-07T17:20:00.123Z",
                 "request_id": "r-1",
                 "client": "10.0.0.7",
+                "key": "alice",
                 "method": "POST",
                 "path": "/v1/chat/completions",
                 "status": 200,
@@ -238,7 +242,7 @@ mod tests {
         assert_eq!(v["error"], "model_not_found");
         assert_eq!(
             v.as_object().unwrap().len(),
-            21,
+            22,
             "every key is always there"
         );
     }

@@ -277,6 +277,7 @@ mod tests {
             time: SystemTime::now(),
             request_id: None,
             client: None,
+            key: None,
             method: "GET",
             path,
             status: 200,

@@ -4,9 +4,12 @@
 //! `Duration`s, URLs are socket addresses, regexes are compiled. The proxy and
 //! the reload path only ever see these types, never the file format.
 
+pub use crate::auth::AuthSpec;
 pub use crate::balance::queue::QueueSpec;
+pub use crate::edge::AddressRules;
 pub use crate::forwarding::TrustedProxies;
 pub use crate::health::circuit::CircuitSpec;
+pub use crate::limits::{LimitSet, LimitsSpec};
 pub use crate::tls::{Certificate, TlsListener};
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -26,6 +29,10 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// `access_log:`; `None` (the default) writes none.
     pub access_log: Option<AccessLogSpec>,
+    /// `auth:`: the API keys; `None` lets every request in.
+    pub auth: Option<AuthSpec>,
+    /// `limits:`: defaults per client address and per key, and the store.
+    pub limits: LimitsSpec,
 }
 
 /// `admin:`: the listener for `/metrics`, apart from the proxy's, so that
@@ -50,6 +57,12 @@ pub struct Secret(String);
 impl Secret {
     pub fn new(value: String) -> Self {
         Secret(value)
+    }
+
+    /// The secret itself, for the one place that must read it (an API
+    /// key's digest).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 
     /// Whether `presented` is the secret, in a time that does not depend
@@ -196,6 +209,9 @@ pub struct ServerSettings {
     /// load balancers or CDN in front. Default none: every peer is the
     /// client, and what it claims is replaced.
     pub trusted_proxies: TrustedProxies,
+    /// `server.allow` and `server.deny`: which peers may connect at all,
+    /// checked when a connection is accepted. Default: every peer.
+    pub addresses: AddressRules,
 }
 
 /// `server.timeouts`: how long Switchyard waits on a client, so that a slow
@@ -314,6 +330,8 @@ pub struct PoolSpec {
     pub circuit: CircuitSpec,
     /// Where requests wait when every candidate is at its `max_in_flight`.
     pub queue: QueueSpec,
+    /// One bucket for every request the pool serves, whoever sends it.
+    pub limits: LimitSet,
 }
 
 /// `pools.NAME.backends[i]`.

@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub models: Option<RawModels>,
     pub admin: Option<RawAdmin>,
     pub access_log: Option<RawAccessLog>,
+    pub auth: Option<RawAuth>,
+    pub limits: Option<RawLimits>,
 }
 
 /// `admin:`: the admin listener (`/metrics`); off unless given.
@@ -39,6 +41,69 @@ pub struct RawAdmin {
 pub struct RawAccessLog {
     pub path: Option<String>,
     pub format: Option<String>,
+}
+
+/// `auth:`: API keys; off (every request let in) when absent.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAuth {
+    pub keys: Option<Vec<RawKey>>,
+    pub forward: Option<bool>,
+}
+
+/// `auth.keys[i]`: a name, and the key as exactly one of `sha256`, `env`
+/// or `file`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawKey {
+    pub name: Option<String>,
+    pub sha256: Option<String>,
+    pub env: Option<String>,
+    pub file: Option<String>,
+    /// Only to refuse it by name: a key in plain text in the file.
+    pub key: Option<serde::de::IgnoredAny>,
+    pub pools: Option<Vec<String>>,
+    pub models: Option<Vec<String>>,
+    pub limits: Option<RawLimitSet>,
+}
+
+/// `limits:`: the defaults per client address and per key, and where the
+/// counts are kept.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimits {
+    pub per_address: Option<RawLimitSet>,
+    pub per_key: Option<RawLimitSet>,
+    pub store: Option<RawStore>,
+}
+
+/// `limits.store:`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawStore {
+    pub redis: Option<String>,
+    pub timeout: Option<String>,
+    pub on_store_error: Option<String>,
+}
+
+/// The limits of one scope: `limits.per_address`, `limits.per_key`,
+/// `auth.keys[i].limits`, `pools.NAME.limits`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimitSet {
+    pub requests: Option<RawRequestRate>,
+    pub tokens: Option<RawTokenRate>,
+    pub concurrent: Option<usize>,
+}
+
+/// `requests: { per, limit, burst }`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRequestRate {
+    pub per: Option<String>,
+    pub limit: Option<usize>,
+    pub burst: Option<usize>,
+}
+
+/// `tokens: { per, limit }`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTokenRate {
+    pub per: Option<String>,
+    pub limit: Option<usize>,
 }
 
 /// `models:`: discovery, aliases and fallbacks, fleet-wide.
@@ -67,6 +132,8 @@ pub struct RawServer {
     pub max_connections: Option<usize>,
     pub expose_backend: Option<bool>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
 }
 
 /// `server.listen[i]`: `"ADDR"`, or `{ addr: "ADDR", tls: {...} }` for a
@@ -148,6 +215,7 @@ pub struct RawPool {
     pub backends: Option<Vec<RawBackend>>,
     pub circuit: Option<RawCircuit>,
     pub queue: Option<RawQueue>,
+    pub limits: Option<RawLimitSet>,
 }
 
 /// `pools.NAME.circuit:`

@@ -22,9 +22,12 @@
 //!
 //! # Layout
 //! - [`stream`]: the wrapped connection, its phases and limits.
+//! - [`addresses`]: `server.allow` and `server.deny`, at accept.
 
+mod addresses;
 mod stream;
 
+pub use addresses::{AddressFilter, AddressRules};
 pub use stream::{Conn, EdgeLimits, EdgeStream};
 
 use crate::config::ServerSettings;

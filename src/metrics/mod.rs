@@ -102,6 +102,14 @@ pub struct Metrics {
     /// up), or writing them failed (a full disk, a file that cannot be
     /// opened).
     pub access_log_dropped: IntCounter,
+    /// Connections closed at accept by `server.allow` / `server.deny`.
+    pub connections_denied: IntCounter,
+    /// Checks of the rate limits that could not ask `limits.store`.
+    pub limit_store_errors: IntCounter,
+    /// Requests refused by a rate limit, by key name, scope and limit.
+    rate_limited: IntCounterVec,
+    /// Requests by the key that sent them, and their status class.
+    key_requests: IntCounterVec,
 
     // The proxy.
     families: Families,
@@ -241,6 +249,24 @@ impl Metrics {
                 "switchyard_access_log_dropped_lines_total",
                 "Access log lines dropped because the buffer was full or writing them failed.",
             )?,
+            connections_denied: counter(
+                "switchyard_client_connections_denied_total",
+                "Client connections closed at accept because server.allow or server.deny excludes their address.",
+            )?,
+            limit_store_errors: counter(
+                "switchyard_limit_store_errors_total",
+                "Rate limit checks that could not ask limits.store (Redis) in time.",
+            )?,
+            rate_limited: counters(
+                "switchyard_rate_limited_total",
+                "Requests refused with 429 by a rate limit, by key (empty without one), scope and limit.",
+                &["key", "scope", "limit"],
+            )?,
+            key_requests: counters(
+                "switchyard_key_requests_total",
+                "Requests by the API key that sent them (auth.keys[].name), by status class.",
+                &["key", "status"],
+            )?,
             families,
             series: SeriesCache::default(),
             retries: counters(
@@ -348,6 +374,19 @@ impl Metrics {
             || false,
             |series| series.tokens(&self.families, usage),
         );
+    }
+
+    /// A rate limit refused a request of `key` (empty without one).
+    pub fn rate_limited(&self, key: &str, scope: &str, limit: &str) {
+        self.rate_limited
+            .with_label_values(&[key, scope, limit])
+            .inc();
+    }
+
+    /// A request sent with the key called `key` ended with `status` (0: none).
+    pub fn key_request(&self, key: &str, status: u16) {
+        let class = labels::status_class((status > 0).then_some(status));
+        self.key_requests.with_label_values(&[key, class]).inc();
     }
 
     pub fn retried(&self, pool: &str, reason: RetryReason) {

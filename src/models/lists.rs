@@ -132,10 +132,30 @@ impl ListCache {
     }
 
     /// `GET /v1/models/{id}`: the fleet's entry for `id`, if it has one.
-    pub fn openai_model(&self, snapshot: &Snapshot, id: &str) -> Option<Bytes> {
+    /// `keep` hides entries from a caller that may not use them.
+    pub fn openai_model(
+        &self,
+        snapshot: &Snapshot,
+        id: &str,
+        keep: &dyn Fn(&ModelEntry) -> bool,
+    ) -> Option<Bytes> {
         let fleet = self.fleet(snapshot);
-        let entry = fleet.models.iter().find(|m| same_model(&m.name, id))?;
+        let entry = fleet
+            .models
+            .iter()
+            .find(|m| same_model(&m.name, id) && keep(m))?;
         Some(Bytes::from(entries::openai(entry).to_string()))
+    }
+
+    /// The fleet's entries that `keep` passes, for a caller that may use
+    /// only some models; built for each call, as such lists differ by key.
+    pub fn models_where(
+        &self,
+        snapshot: &Snapshot,
+        keep: &dyn Fn(&ModelEntry) -> bool,
+    ) -> Vec<ModelEntry> {
+        let fleet = self.fleet(snapshot);
+        fleet.models.iter().filter(|m| keep(m)).cloned().collect()
     }
 
     /// `GET /api/tags`.

@@ -23,6 +23,7 @@ pub(super) fn log(log: &AccessLog, session: &Session, ctx: &RequestCtx, usage: O
         time: now.checked_sub(duration).unwrap_or(now),
         request_id: ctx.request_id(),
         client: ctx.client_ip(),
+        key: ctx.key.as_ref().map(|k| k.name.as_str()),
         method: header.method.as_str(),
         path: header.uri.path(),
         status: session.response_written().map_or(0, |r| r.status.as_u16()),

@@ -10,7 +10,7 @@ use crate::balance::queue::QueueError;
 use crate::errors::{send_json, Refusal};
 use crate::metrics::Metrics;
 use crate::models::lists::{self, ListCache, ListKind};
-use crate::models::scan;
+use crate::models::{scan, ModelEntry};
 use crate::routing;
 use crate::state::Snapshot;
 use log::debug;
@@ -26,24 +26,33 @@ pub const MODEL_HEADER: &str = "x-switchyard-model";
 /// for the whole fleet, to the request whose id is `request_id`.
 /// `Ok(Err(..))` is an answer for the client (a model that is not there);
 /// `Err` a failed client connection.
+///
+/// `keep`, for a key that may use only some models, says which entries it
+/// sees; a model it may not use is not found.
 pub(super) async fn answer_list(
     session: &mut Session,
     request_id: Option<&str>,
     snapshot: &Snapshot,
     lists: &ListCache,
     kind: ListKind,
+    keep: Option<&(dyn Fn(&ModelEntry) -> bool + Sync)>,
 ) -> Result<Result<(), Refusal>> {
-    let body = match kind {
-        ListKind::OpenAi => lists.openai(snapshot),
-        ListKind::OpenAiModel => {
+    let body = match (kind, keep) {
+        (ListKind::OpenAi, None) => lists.openai(snapshot),
+        (ListKind::OpenAi, Some(keep)) => lists::openai(&lists.models_where(snapshot, keep)),
+        (ListKind::OpenAiModel, keep) => {
             let id = lists::model_id(session.req_header().uri.path()).unwrap_or_default();
-            match lists.openai_model(snapshot, &id) {
+            let keep = keep.unwrap_or(&|_| true);
+            match lists.openai_model(snapshot, &id, keep) {
                 Some(body) => body,
                 None => return Ok(Err(Refusal::ModelNotFound { model: id })),
             }
         }
-        ListKind::OllamaTags => lists.ollama_tags(snapshot),
-        ListKind::OllamaPs => lists.ollama_ps(snapshot).await,
+        (ListKind::OllamaTags, None) => lists.ollama_tags(snapshot),
+        (ListKind::OllamaTags, Some(keep)) => {
+            lists::ollama_tags(&lists.models_where(snapshot, keep))
+        }
+        (ListKind::OllamaPs, _) => lists.ollama_ps(snapshot).await,
     };
     send_json(session, 200, body, None, request_id)
         .await

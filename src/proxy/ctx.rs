@@ -5,9 +5,11 @@ use super::framing::{Framer, StreamFormat};
 use super::observe::Observed;
 use super::usage::UsageReader;
 use crate::access_log::{Failure, Reason};
+use crate::auth::ApiKey;
 use crate::balance::pool::Pool;
 use crate::forwarding::Origin;
 use crate::lifecycle::drain::RequestGuard;
+use crate::limits::Admission;
 use crate::models::scan;
 use crate::state::Snapshot;
 use bytes::Bytes;
@@ -58,6 +60,11 @@ pub struct RequestCtx {
     pub(super) failures: Vec<Failure>,
     /// Time spent waiting in the pool's queue, over all attempts.
     pub(super) queue_wait: Duration,
+    /// The API key the request was sent with, when `auth:` is on.
+    pub(super) key: Option<Arc<ApiKey>>,
+    /// The request's share of its rate and concurrency limits, given back
+    /// (and its tokens charged) when it ends.
+    pub(super) admission: Option<Admission>,
 }
 
 /// When a request passed each step, for its metrics and its access log
@@ -115,6 +122,8 @@ impl RequestCtx {
             observed: Observed::default(),
             failures: Vec::new(),
             queue_wait: Duration::ZERO,
+            key: None,
+            admission: None,
         }
     }
 

@@ -15,6 +15,7 @@
 //!   model lists Switchyard answers itself.
 //! - [`failure`]: what the client gets when something fails.
 //! - [`framing`]: streamed responses passed on whole events at a time.
+//! - [`gate`]: the API key, what it may use, and the rate limits.
 //! - [`headers`]: hop-by-hop headers.
 //! - [`observe`]: what a request tells the metrics, recorded at its end.
 //! - [`policy`]: what a request must look like, and the `Via` it gets.
@@ -31,6 +32,7 @@ mod ctx;
 mod endpoints;
 mod failure;
 mod framing;
+mod gate;
 mod headers;
 mod observe;
 mod policy;
@@ -49,6 +51,7 @@ use crate::edge;
 use crate::errors::{Refusal, Shape};
 use crate::forwarding::{self, Origin};
 use crate::lifecycle::drain::Requests;
+use crate::limits::Limiter;
 use crate::metrics::{Metrics, RetryReason};
 use crate::models::lists::ListCache;
 use crate::state::SharedState;
@@ -92,6 +95,8 @@ pub struct Switchyard {
     via: Via,
     /// Gets a line for every request.
     access_log: Arc<AccessLog>,
+    /// The rate and concurrency limits' buckets.
+    limiter: Limiter,
 }
 
 impl Switchyard {
@@ -105,10 +110,11 @@ impl Switchyard {
         Switchyard {
             state,
             in_flight,
-            metrics,
             via: Via::new(),
             access_log,
             lists,
+            limiter: Limiter::new(metrics.clone()),
+            metrics,
         }
     }
 }
@@ -157,12 +163,27 @@ impl ProxyHttp for Switchyard {
             refuse(session, ctx, &refusal).await?;
             return Ok(true);
         }
+        if !gate::authenticate(session, ctx, &snapshot).await? {
+            return Ok(true);
+        }
         let header = session.req_header();
         let endpoint = Endpoint::of(&header.method, header.uri.path());
         match endpoint {
             Endpoint::List(kind) => {
-                if let Err(refusal) =
-                    answer_list(session, ctx.request_id(), &snapshot, &self.lists, kind).await?
+                let access = ctx.key.as_ref().map(|k| &k.access);
+                let keep = |entry: &_| access.is_none_or(|a| gate::may_list(&snapshot, a, entry));
+                let keep = access
+                    .filter(|a| !a.is_unrestricted())
+                    .map(|_| &keep as &(dyn Fn(&_) -> bool + Sync));
+                if let Err(refusal) = answer_list(
+                    session,
+                    ctx.request_id(),
+                    &snapshot,
+                    &self.lists,
+                    kind,
+                    keep,
+                )
+                .await?
                 {
                     refuse(session, ctx, &refusal).await?;
                 }
@@ -187,6 +208,12 @@ impl ProxyHttp for Switchyard {
         };
         if endpoint == Endpoint::Management && snapshot.pools[index].upstreams().len() > 1 {
             refuse(session, ctx, &Refusal::PerBackendOperation { path }).await?;
+            return Ok(true);
+        }
+        if !gate::check_access(session, ctx, &snapshot.pools[index].spec.name).await? {
+            return Ok(true);
+        }
+        if !gate::admit(&self.limiter, session, ctx, &snapshot, index).await? {
             return Ok(true);
         }
         ctx.pool = Some(index);
@@ -262,6 +289,11 @@ impl ProxyHttp for Switchyard {
         // httpoxy: a `Proxy` header becomes HTTP_PROXY in CGI-style
         // backends and redirects their outgoing requests.
         upstream_request.remove_header("proxy");
+        if let Some(auth) = ctx.snapshot.as_ref().and_then(|s| s.config.auth.as_ref()) {
+            if !auth.forward {
+                crate::auth::presented::strip(upstream_request);
+            }
+        }
         upstream_request.append_header(http::header::VIA, self.via.entry())?;
         if let Some(origin) = &ctx.origin {
             forwarding::headers::to_backend(origin, upstream_request)?;
@@ -344,6 +376,9 @@ impl ProxyHttp for Switchyard {
             _ => None,
         };
         forwarding::headers::to_client(response, ctx.request_id(), backend)?;
+        if let Some(admission) = &ctx.admission {
+            admission.write_headers(response)?;
+        }
         if session.req_header().version == http::Version::HTTP_10 {
             // HTTP/1.0 has no chunked encoding: a body of unknown length
             // ends with the connection.
@@ -570,6 +605,16 @@ impl ProxyHttp for Switchyard {
                 let status = session.response_written().map_or(0, |r| r.status.as_u16());
                 debug!("{} -> {status}: {e}", self.request_summary(session, ctx));
             }
+        }
+        if let Some(admission) = ctx.admission.take() {
+            let tokens = usage
+                .as_ref()
+                .map(|u| u.prompt.unwrap_or(0) + u.completion.unwrap_or(0));
+            self.limiter.finish(admission, tokens);
+        }
+        if let Some(key) = &ctx.key {
+            let status = session.response_written().map_or(0, |r| r.status.as_u16());
+            self.metrics.key_request(&key.name, status);
         }
         access::log(&self.access_log, session, ctx, usage.as_ref());
         observe::record(&self.metrics, session, e, ctx);

@@ -37,8 +37,8 @@ pub(super) fn admin(
             errors.push("admin", "give token_env or token_file, not both");
             None
         }
-        (Some(name), None) => from_env(errors, &name),
-        (None, Some(file)) => from_file(errors, &file),
+        (Some(name), None) => from_env(errors, "admin.token_env", &name),
+        (None, Some(file)) => from_file(errors, "admin.token_file", &file),
         (None, None) => None,
     };
     let listen = listen?;
@@ -98,11 +98,12 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
             || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
 }
 
-fn from_env(errors: &mut Errors, name: &str) -> Option<Secret> {
-    const PATH: &str = "admin.token_env";
+/// A secret from the environment variable `name`, named at `path` (the
+/// admin token, an API key).
+pub(super) fn from_env(errors: &mut Errors, path: &str, name: &str) -> Option<Secret> {
     if name.is_empty() || name.contains(['=', '\0']) {
         errors.push(
-            PATH,
+            path,
             format!("{name:?} is not an environment variable name"),
         );
         return None;
@@ -110,17 +111,17 @@ fn from_env(errors: &mut Errors, name: &str) -> Option<Secret> {
     match std::env::var(name) {
         Ok(value) => token(
             errors,
-            PATH,
+            path,
             &format!("environment variable {name}"),
             &value,
         ),
         Err(std::env::VarError::NotPresent) => {
-            errors.push(PATH, format!("environment variable {name} is not set"));
+            errors.push(path, format!("environment variable {name} is not set"));
             None
         }
         Err(std::env::VarError::NotUnicode(_)) => {
             errors.push(
-                PATH,
+                path,
                 format!("environment variable {name} is not valid UTF-8"),
             );
             None
@@ -128,8 +129,8 @@ fn from_env(errors: &mut Errors, name: &str) -> Option<Secret> {
     }
 }
 
-fn from_file(errors: &mut Errors, file: &str) -> Option<Secret> {
-    const PATH: &str = "admin.token_file";
+/// A secret from `file`, named at `path`.
+pub(super) fn from_file(errors: &mut Errors, path: &str, file: &str) -> Option<Secret> {
     // The largest token, with room for a trailing newline and spaces.
     let limit = *TOKEN_LEN.end() as u64 + 64;
     let read = std::fs::metadata(file).and_then(|m| {
@@ -140,10 +141,10 @@ fn from_file(errors: &mut Errors, file: &str) -> Option<Secret> {
         }
     });
     match read {
-        Ok(Ok(text)) => token(errors, PATH, &format!("file {file:?}"), &text),
+        Ok(Ok(text)) => token(errors, path, &format!("file {file:?}"), &text),
         Ok(Err(len)) => {
             errors.push(
-                PATH,
+                path,
                 format!(
                     "file {file:?} has {len} bytes; a token has at most {}",
                     TOKEN_LEN.end()
@@ -152,7 +153,7 @@ fn from_file(errors: &mut Errors, file: &str) -> Option<Secret> {
             None
         }
         Err(e) => {
-            errors.push(PATH, format!("cannot read {file:?}: {e}"));
+            errors.push(path, format!("cannot read {file:?}: {e}"));
             None
         }
     }

@@ -18,11 +18,15 @@
 //! - [`routes`], `routes`;
 //! - [`models`], `models:`;
 //! - [`admin`], `admin:`: the admin listener and its token;
-//! - [`access_log`], `access_log:`.
+//! - [`access_log`], `access_log:`;
+//! - [`auth`], `auth:`: the API keys;
+//! - [`limits`], `limits:` and the limits of keys and pools.
 
 pub mod access_log;
 pub mod admin;
+pub mod auth;
 pub mod backends;
+pub mod limits;
 pub mod models;
 pub mod pools;
 pub mod routes;
@@ -263,6 +267,8 @@ pub fn validate(
     let models = models::models(&mut errors, raw.models.unwrap_or_default());
     let admin = admin::admin(&mut errors, raw.admin, &server.listen);
     let access_log = access_log::access_log(&mut errors, raw.access_log);
+    let auth = auth::auth(&mut errors, raw.auth, &pools);
+    let limits = limits::limits(&mut errors, raw.limits);
 
     if errors.list.is_empty() && errors.mistyped.is_empty() {
         Ok(Config {
@@ -272,6 +278,8 @@ pub fn validate(
             models,
             admin,
             access_log,
+            auth,
+            limits,
         })
     } else {
         let mut all: Vec<ConfigError> = errors.mistyped.iter().map(Mistyped::error).collect();

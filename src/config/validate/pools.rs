@@ -213,6 +213,7 @@ pub(super) fn pool(
         backends,
         circuit,
         queue,
+        limits: super::limits::set(errors, &format!("{at}.limits"), raw.limits),
     }
 }
 

@@ -2,7 +2,7 @@
 //! limits on clients (timeouts, header and body sizes, connections).
 
 use super::Errors;
-use crate::config::model::{ClientTimeouts, ServerSettings, TrustedProxies};
+use crate::config::model::{AddressRules, ClientTimeouts, ServerSettings, TrustedProxies};
 use crate::config::raw::{RawClientTimeouts, RawListen, RawServer};
 use crate::tls::TlsListener;
 use ipnet::IpNet;
@@ -178,6 +178,10 @@ pub(super) fn server(errors: &mut Errors, raw: RawServer, dir: &Path) -> ServerS
         ),
         expose_backend: raw.expose_backend.unwrap_or(true),
         trusted_proxies: trusted_proxies(errors, raw.trusted_proxies),
+        addresses: AddressRules::new(
+            networks(errors, "server.allow", raw.allow),
+            networks(errors, "server.deny", raw.deny),
+        ),
     }
 }
 
@@ -273,6 +277,51 @@ fn trusted_proxies(errors: &mut Errors, raw: Option<Vec<String>>) -> TrustedProx
         }
     }
     TrustedProxies::new(nets)
+}
+
+/// Entries of `server.allow` or `server.deny`: an office's or a cloud's
+/// networks are tens to hundreds; every accepted connection is compared
+/// with each, so a typo of a generated list should not reach millions.
+pub const MAX_ADDRESS_RULES: usize = 4096;
+
+/// `server.allow` or `server.deny` at `key`: networks or addresses.
+fn networks(errors: &mut Errors, key: &str, raw: Option<Vec<String>>) -> Vec<IpNet> {
+    errors.mistyped(key, || {
+        "a list of networks such as [\"10.0.0.0/8\", \"fd00::/8\"]".into()
+    });
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_ADDRESS_RULES {
+        let n = raw.len();
+        errors.push(
+            key,
+            format!("has {n} entries, more than the maximum {MAX_ADDRESS_RULES}"),
+        );
+    }
+    let mut nets = Vec::new();
+    for (i, text) in raw.iter().enumerate() {
+        let trimmed = text.trim();
+        let net = match trimmed.parse::<IpAddr>() {
+            Ok(ip) => Ok(IpNet::from(ip)),
+            Err(_) => trimmed.parse::<IpNet>(),
+        };
+        match net {
+            Ok(net) if net.trunc() != net => errors.push(
+                format!("{key}[{i}]"),
+                format!(
+                    "{text:?} has bits set past its prefix length; the network is \"{}\"",
+                    net.trunc()
+                ),
+            ),
+            Ok(net) => nets.push(net),
+            Err(_) => errors.push(
+                format!("{key}[{i}]"),
+                format!(
+                    "{text:?} is not a network (such as \"10.0.0.0/8\" or \"fd00::/8\") or an address"
+                ),
+            ),
+        }
+    }
+    nets
 }
 
 /// One entry: a network (`10.0.0.0/8`, `2001:db8::/32`) or one address,
