@@ -69,6 +69,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    for warning in config.warnings() {
+        if args.test {
+            eprintln!("switchyard: warning: {warning}");
+        } else {
+            log::warn!("{warning}");
+        }
+    }
     if args.test {
         // Only here: a running server's reload must not depend on the disk.
         let problems = config.check_paths();

@@ -82,6 +82,9 @@ impl Reloader {
                 return false;
             }
         };
+        for warning in config.warnings() {
+            warn!("reload: {warning}");
+        }
         let mut fixed = restart_only_changes(&self.running, &config.server);
         if config.admin.as_ref().map(|a| a.listen) != self.running_admin {
             fixed.push("admin.listen");

@@ -14,6 +14,7 @@
 //! - [`server`], `server:`: the process and the client side;
 //! - [`pools`], `pools.NAME`: timeouts, health check, circuit and queue;
 //! - [`backends`], `pools.NAME.backends`: and what a pool may cost to build;
+//! - [`headers`], `headers` of a pool or a backend, and their credentials;
 //! - [`routes`], `routes`;
 //! - [`models`], `models:`;
 //! - [`admin`], `admin:`: the admin listener and its token;
@@ -22,6 +23,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod backends;
+pub mod headers;
 pub mod models;
 pub mod pools;
 pub mod routes;
@@ -236,9 +238,10 @@ pub fn validate(raw: RawConfig, mistyped: Vec<Mistyped>) -> Result<Config, Confi
     if raw_pools.is_empty() {
         errors.push("pools", "at least one pool is required");
     }
+    let mut roots = super::tls::SystemRoots::default();
     let pools: Vec<PoolSpec> = raw_pools
         .into_iter()
-        .map(|(name, p)| pools::pool(&mut errors, name, p, &server.listen))
+        .map(|(name, p)| pools::pool(&mut errors, name, p, &server.listen, &mut roots))
         .collect();
     backends::fleet_limits(&mut errors, &pools);
 
