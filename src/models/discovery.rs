@@ -79,9 +79,9 @@ pub async fn discover(backend: &BackendSpec) -> Result<Vec<ModelEntry>, String> 
         match fetch::get(backend, path, FETCH_TIMEOUT, MAX_LIST_BODY).await {
             Ok((200, body)) => parse(&body).ok_or_else(|| format!("{path}: not a model list")),
             Ok((status @ (401 | 403), _)) => Err(format!(
-                "{path}: HTTP {status}: the backend wants a key: give it in the backend's \
-                 (or pool's) headers; until it lists its models it is sent requests for \
-                 any model"
+                "{path}: HTTP {status}: the backend wants an API key: give it in the \
+                 backend's (or pool's) headers; until it lists its models it is sent \
+                 requests for any model"
             )),
             Ok((status, _)) => Err(format!("{path}: HTTP {status}")),
             Err(e) => Err(format!("{path}: {e}")),
