@@ -20,7 +20,7 @@ fn dash_t_validates_and_lists_every_error() {
     for expected in [
         "server.listn: unknown key",
         "pools.chat.timeouts.connect: \"fast\" is not a duration",
-        "pools.chat.backends[0].url: \"htp://x\" is not an http URL",
+        "pools.chat.backends[0].url: \"htp://x\" is not an http or https URL",
         "routes[0].pool: \"code\" is not a pool defined under pools",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");

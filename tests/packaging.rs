@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::binary;
+use common::{binary, check_config};
 use std::path::Path;
 use std::process::Command;
 
@@ -68,5 +68,33 @@ fn the_example_config_is_valid() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `conf/examples/hybrid.yaml` is checked by `-t` with its key in the
+/// environment. Its cloud host is a real provider's, which a machine
+/// without DNS cannot resolve: that, and only that, may be said of the
+/// file itself, and the same file with the host replaced by `localhost`
+/// must be valid.
+#[test]
+fn the_hybrid_example_is_valid() {
+    let example = std::fs::read_to_string(repo("conf/examples/hybrid.yaml")).unwrap();
+    let env = [("GROQ_API_KEY", "gsk_example_key_for_the_test")];
+    let (code, out) = check_config(&example, &env);
+    let unresolved = "pools.fleet.backends[3].url: \"https://api.groq.com/openai\": host \"api.groq.com\" does not resolve";
+    let problems: Vec<&str> = out.lines().filter(|l| l.starts_with("  ")).collect();
+    assert!(
+        code == 0 || problems == [format!("  {unresolved}")],
+        "{out}"
+    );
+    let local = example.replace("https://api.groq.com/", "https://localhost/");
+    let (code, out) = check_config(&local, &env);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("gsk_example"), "-t shows the key: {out}");
+    let (code, out) = check_config(&local, &[]);
+    assert_eq!(code, 64, "{out}");
+    assert!(
+        out.contains("pools.fleet.backends[3].headers.Authorization.env: environment variable GROQ_API_KEY is not set"),
+        "{out}"
     );
 }

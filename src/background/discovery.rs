@@ -34,7 +34,7 @@ impl DiscoveryService {
     async fn round(&self, failing: &mut HashMap<SocketAddr, bool>) {
         let backends = self.state.load().backends(|up| up.spec.models.is_none());
         let rounds = backends.into_iter().map(|up| async move {
-            let result = discover(up.spec.addr, up.spec.host(), up.spec.kind).await;
+            let result = discover(&up.spec).await;
             (up, result)
         });
         for (up, result) in futures_util::future::join_all(rounds).await {

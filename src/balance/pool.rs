@@ -66,9 +66,10 @@ impl Upstream {
     }
 
     /// Whether this backend may serve `model` (any model when none is asked
-    /// for, or while its list is not known yet).
+    /// for, or while its list is not known yet). A model its `model_map`
+    /// renames is served when the name it maps to is.
     pub fn may_serve(&self, model: Option<&str>) -> bool {
-        model.is_none_or(|m| self.models.serves(m).unwrap_or(true))
+        model.is_none_or(|m| self.models.serves(self.spec.served_name(m)).unwrap_or(true))
     }
 }
 

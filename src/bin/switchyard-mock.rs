@@ -6,11 +6,12 @@
 //! what scripts wait for, and runs until interrupted.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use switchyard::mock::{Failure, MockConfig, MockServer};
+use switchyard::mock::{Failure, MockConfig, MockServer, MockTls};
 
 /// A mock inference backend speaking the OpenAI, Ollama and Anthropic APIs
 /// as Ollama does.
@@ -46,12 +47,30 @@ struct Args {
     /// middle of the token after N).
     #[arg(long, value_name = "MODE", default_value = "none")]
     fail: Failure,
+
+    /// Serve HTTPS with this certificate (PEM), with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// A path prefix every request must carry (as behind a reverse proxy).
+    #[arg(long, value_name = "PATH", default_value = "")]
+    base_path: String,
 }
 
 impl Args {
     /// Library defaults for whatever was not given.
     fn config(self) -> MockConfig {
-        let mut cfg = MockConfig::new(self.name).failure(self.fail);
+        let mut cfg = MockConfig::new(self.name)
+            .failure(self.fail)
+            .base_path(self.base_path);
         if let Some(models) = self.models {
             cfg = cfg.models(models.into_iter().filter(|m| !m.is_empty()));
         }
@@ -73,7 +92,23 @@ async fn main() -> ExitCode {
     env_logger::init();
     let args = Args::parse();
     let listen = args.listen;
-    let server = match MockServer::bind(listen, args.config()) {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let mut tls = MockTls::new(cert, key);
+            if let Some(ca) = &args.tls_client_ca {
+                tls = tls.require_client_cert(ca);
+            }
+            match tls.acceptor() {
+                Ok(acceptor) => Some(acceptor),
+                Err(e) => {
+                    eprintln!("switchyard-mock: cannot use the TLS certificate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
+    let server = match MockServer::bind_with(listen, args.config(), tls) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("switchyard-mock: cannot listen on {listen}: {e}");

@@ -9,6 +9,8 @@
 //! - [`validate`]: checks every value against its range and applies
 //!   defaults, collecting all errors; one module per section of the file.
 //! - [`model`]: the checked types the rest of Switchyard uses.
+//! - [`tls`]: an HTTPS backend's CA, client certificate and verification,
+//!   read from their files.
 //! - `paths`: [`Config::check_paths`], the directories the server's files go
 //!   in; the one check that reads the disk, run by `switchyard -t`.
 //!
@@ -20,6 +22,7 @@ pub mod mistyped;
 pub mod model;
 mod paths;
 pub mod raw;
+pub mod tls;
 pub mod validate;
 
 pub use model::*;
@@ -121,6 +124,26 @@ impl Config {
                 Err(ConfigErrors(all))
             }
         }
+    }
+}
+
+impl Config {
+    /// Backends whose certificate is not checked: allowed, but unsafe.
+    pub(crate) fn unverified_backends(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for pool in &self.pools {
+            for (i, b) in pool.backends.iter().enumerate() {
+                if b.tls.as_ref().is_some_and(|t| !t.verify) {
+                    out.push(format!(
+                        "pools.{}.backends[{i}].tls.verify: false: the certificate of backend \
+                         {} is not checked, so anyone on the path to {} can read and change \
+                         its traffic, credentials included",
+                        pool.name, b.name, b.authority
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 

@@ -65,6 +65,12 @@ impl Secret {
         self.0.as_bytes()
     }
 
+    /// The value, for the one place that sends it (a backend's header).
+    /// Nothing that logs, prints or answers may call this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `presented` is the secret, in a time that does not depend
     /// on where the two first differ.
     pub fn matches(&self, presented: &[u8]) -> bool {
@@ -138,11 +144,15 @@ impl Config {
         self.pools.iter().find(|p| p.name == name)
     }
 
-    /// Warnings about the certificates: those that expire within
-    /// [`crate::tls::certificate::EXPIRY_WARNING`] or have expired.
+    /// What is allowed but unsafe, said by `-t`, at start and on each
+    /// reload: certificates that expire within
+    /// [`crate::tls::certificate::EXPIRY_WARNING`] or have expired, and
+    /// backends whose certificate is not checked.
     pub fn warnings(&self, now: std::time::SystemTime) -> Vec<String> {
         let tls = self.server.tls.iter();
-        tls.flat_map(|l| l.expiry_warnings(now)).collect()
+        let mut out: Vec<String> = tls.flat_map(|l| l.expiry_warnings(now)).collect();
+        out.extend(self.unverified_backends());
+        out
     }
 
     /// Every address listened on: the proxy's, then the admin listener's.
@@ -341,8 +351,26 @@ pub struct BackendSpec {
     pub name: String,
     /// As written in the file, for messages.
     pub url: String,
-    /// Resolved once, when the configuration is loaded.
+    /// Resolved when the configuration is loaded, and again by every
+    /// reload; the first IPv4 address of a name that has both kinds.
     pub addr: SocketAddr,
+    /// `host[:port]` of the URL, the port left out when it is the
+    /// scheme's: the `Host` of the requests Switchyard makes itself, and
+    /// of proxied ones when [`HostHeader::Backend`].
+    pub authority: String,
+    /// The URL's path without its trailing `/` (`/openai`), put before
+    /// the path of every request to the backend; empty for none.
+    pub base_path: String,
+    /// `Some` for an `https://` backend.
+    pub tls: Option<std::sync::Arc<super::tls::BackendTls>>,
+    /// Whose `Host` a proxied request carries: the pool's `host_header`,
+    /// by default the backend's for HTTPS and the client's for HTTP.
+    pub host_header: HostHeader,
+    /// Headers added to every request to the backend (proxied, health
+    /// checks, model lists): the pool's, then its own by name.
+    pub headers: Vec<BackendHeader>,
+    /// Requested model name to the name this backend serves it under.
+    pub model_map: BTreeMap<String, String>,
     /// Share of traffic relative to the pool's other backends. Default 1;
     /// 0 drains the backend.
     pub weight: usize,
@@ -358,10 +386,69 @@ pub struct BackendSpec {
 }
 
 impl BackendSpec {
-    /// `host:port` from the URL, for the `Host` header of the requests
+    /// `host[:port]` from the URL, for the `Host` header of the requests
     /// Switchyard makes itself (health checks, model lists).
     pub fn host(&self) -> &str {
-        self.url.trim_start_matches("http://").trim_end_matches('/')
+        &self.authority
+    }
+
+    /// `path` as the backend knows it: after its base path.
+    pub fn path(&self, path: &str) -> String {
+        format!("{}{path}", self.base_path)
+    }
+
+    /// Whether a header of its own carries a credential, so that the
+    /// client's (`Authorization`, `x-api-key`, `api-key`) is not passed on.
+    pub fn has_credentials(&self) -> bool {
+        self.headers.iter().any(|h| h.value.is_secret())
+    }
+
+    /// The name this backend serves `model` under.
+    pub fn served_name<'a>(&'a self, model: &'a str) -> &'a str {
+        self.model_map.get(model).map_or(model, String::as_str)
+    }
+}
+
+/// Whose `Host` a proxied request carries (`pools.NAME.host_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The backend's `host[:port]`: cloud endpoints route on it.
+    Backend,
+    /// The client's, as it sent it.
+    Client,
+}
+
+/// Request headers whose value a client may carry as its own key for
+/// Switchyard; not passed on to a backend that has credentials of its own,
+/// and never written as plain text in the file.
+pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+
+/// One header a backend gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendHeader {
+    pub name: http::HeaderName,
+    pub value: HeaderText,
+}
+
+/// A header's value: as written in the file, or read from the environment
+/// or a file, and then never shown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderText {
+    Plain(String),
+    Secret(Secret),
+}
+
+impl HeaderText {
+    /// The value to send.
+    pub fn value(&self) -> &str {
+        match self {
+            HeaderText::Plain(text) => text,
+            HeaderText::Secret(secret) => secret.expose(),
+        }
+    }
+
+    pub fn is_secret(&self) -> bool {
+        matches!(self, HeaderText::Secret(_))
     }
 }
 

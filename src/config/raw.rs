@@ -216,6 +216,36 @@ pub struct RawPool {
     pub circuit: Option<RawCircuit>,
     pub queue: Option<RawQueue>,
     pub limits: Option<RawLimitSet>,
+    /// `backend` or `client`: whose `Host` the backends get.
+    pub host_header: Option<String>,
+    /// Headers every backend of the pool gets, unless it sets its own.
+    pub headers: Option<BTreeMap<String, RawHeaderValue>>,
+}
+
+/// A header value for backends: plain text, or read from the environment
+/// or a file (the only forms a credential may take).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawHeaderValue {
+    Text(String),
+    From(RawValueSource),
+}
+
+/// `{ env: VAR, prefix: "Bearer " }` or `{ file: PATH }`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawValueSource {
+    pub env: Option<String>,
+    pub file: Option<String>,
+    pub prefix: Option<String>,
+}
+
+/// `pools.NAME.backends[i].tls:`
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBackendTls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub verify: Option<bool>,
 }
 
 /// `pools.NAME.circuit:`
@@ -265,6 +295,9 @@ pub struct RawBackend {
     pub models: Option<Vec<String>>,
     pub priority: Option<u32>,
     pub max_in_flight: Option<usize>,
+    pub tls: Option<RawBackendTls>,
+    pub headers: Option<BTreeMap<String, RawHeaderValue>>,
+    pub model_map: Option<BTreeMap<String, String>>,
 }
 
 /// `routes[i]:`. A condition is `Some(None)` when its key is written with

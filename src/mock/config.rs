@@ -134,6 +134,10 @@ pub struct MockConfig {
     pub tokens: usize,
     /// How to misbehave. Default [`Failure::None`].
     pub failure: Failure,
+    /// A path prefix every request must carry, as behind a reverse proxy
+    /// or at a cloud provider (`/openai`); stripped before routing, and a
+    /// request without it gets 404. Default none.
+    pub base_path: String,
 }
 
 impl Default for MockConfig {
@@ -145,6 +149,7 @@ impl Default for MockConfig {
             token_gap: DEFAULT_TOKEN_GAP,
             tokens: DEFAULT_TOKENS,
             failure: Failure::None,
+            base_path: String::new(),
         }
     }
 }
@@ -196,6 +201,11 @@ impl MockConfig {
     }
 
     /// Shorthand for `.failure(Failure::Status(status))`.
+    pub fn base_path(mut self, prefix: impl Into<String>) -> Self {
+        self.base_path = prefix.into();
+        self
+    }
+
     pub fn fail_with(self, status: u16) -> Self {
         self.failure(Failure::Status(status))
     }

@@ -69,7 +69,11 @@
 //! - `catalog`: what the mock says about a model (size, family, digest).
 //! - `body`: whole bodies and token streams paced by timers.
 //! - [`stats`]: [`MockStats`], what the server has seen, including the
-//!   body and header of the last POST, to check what a proxy forwarded.
+//!   body and header of the last POST, to check what a proxy forwarded,
+//!   and the header of the last request to each path (health checks and
+//!   model lists too).
+//! - `tls`: [`MockTls`], the HTTPS mode (`--tls-cert`, `--tls-key`), with
+//!   client certificates required when given a CA.
 
 mod anthropic;
 mod body;
@@ -83,12 +87,14 @@ mod responses;
 mod routes;
 mod server;
 pub mod stats;
+mod tls;
 
 pub use config::{Failure, MockConfig, ParseFailureError};
 pub use generation::unix_micros;
 pub use routes::BACKEND_HEADER;
 pub use server::MockServer;
 pub use stats::MockStats;
+pub use tls::MockTls;
 
 /// Waits `d`, or not at all when it is zero: a zero sleep still waits for
 /// the timer's next tick (about a millisecond), which would put a floor

@@ -75,10 +75,16 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<MockBody>, io::Error> {
     let started = Instant::now();
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let cfg = backend.config.load_full();
+    let (method, full) = (req.method().clone(), req.uri().path().to_string());
+    backend.stats.record_request(&full, req.headers());
+    let path = match full.strip_prefix(cfg.base_path.as_str()) {
+        Some(rest) if rest.starts_with('/') || cfg.base_path.is_empty() => rest.to_string(),
+        // Outside the base path, as a reverse proxy in front would answer.
+        _ => "/not-under-the-base-path".to_string(),
+    };
     let dialect = Dialect::of(&path);
     let in_flight = backend.stats.request(&path);
-    let cfg = backend.config.load_full();
 
     let (head, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {

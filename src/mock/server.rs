@@ -13,9 +13,11 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 use super::config::{Failure, MockConfig};
 use super::routes::{self, Backend};
@@ -39,6 +41,8 @@ pub struct MockServer {
     addr: SocketAddr,
     /// Configuration, statistics and the name, shared with the handlers.
     backend: Arc<Backend>,
+    /// Whether it serves HTTPS, for [`MockServer::url`].
+    tls: bool,
     /// Tells the accept loop to stop; `None` once used.
     stop: Option<oneshot::Sender<()>>,
     /// The accept loop, which owns the listener and all connections.
@@ -49,6 +53,16 @@ impl MockServer {
     /// Serves `listener` on the current tokio runtime (it must be called from
     /// within one). Keep-alive HTTP/1.1.
     pub fn start(listener: TcpListener, cfg: MockConfig) -> MockServer {
+        Self::start_with(listener, cfg, None)
+    }
+
+    /// As [`MockServer::start`], serving HTTPS with `acceptor`'s
+    /// certificate (see [`super::MockTls`]).
+    pub fn start_tls(listener: TcpListener, cfg: MockConfig, acceptor: TlsAcceptor) -> MockServer {
+        Self::start_with(listener, cfg, Some(acceptor))
+    }
+
+    fn start_with(listener: TcpListener, cfg: MockConfig, tls: Option<TlsAcceptor>) -> MockServer {
         // `local_addr` of a bound listener only fails if the socket is
         // already unusable; report the unspecified address then rather than
         // panic, and the first request will fail loudly enough.
@@ -57,10 +71,12 @@ impl MockServer {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let backend = Arc::new(Backend::new(cfg));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&backend), stopped));
+        let https = tls.is_some();
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&backend), tls, stopped));
         MockServer {
             addr,
             backend,
+            tls: https,
             stop: Some(stop),
             task: Some(task),
         }
@@ -70,6 +86,15 @@ impl MockServer {
     /// has `SO_REUSEADDR`, so a test can stop a mock and start another on the
     /// same port while old connections linger in `TIME_WAIT`.
     pub fn bind(addr: SocketAddr, cfg: MockConfig) -> io::Result<MockServer> {
+        Self::bind_with(addr, cfg, None)
+    }
+
+    /// [`MockServer::bind`], serving HTTPS when `tls` is given.
+    pub fn bind_with(
+        addr: SocketAddr,
+        cfg: MockConfig,
+        tls: Option<TlsAcceptor>,
+    ) -> io::Result<MockServer> {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -77,7 +102,7 @@ impl MockServer {
         };
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
-        Ok(MockServer::start(socket.listen(BACKLOG)?, cfg))
+        Ok(MockServer::start_with(socket.listen(BACKLOG)?, cfg, tls))
     }
 
     /// The address it listens on.
@@ -85,9 +110,11 @@ impl MockServer {
         self.addr
     }
 
-    /// `http://<addr>`, ready to put in a proxy configuration.
+    /// `http://<addr>` (`https://` when it serves TLS), ready to put in a
+    /// proxy configuration.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The backend's name, as in the `x-mock-backend` header.
@@ -163,6 +190,7 @@ impl Drop for MockServer {
 async fn accept_loop(
     listener: TcpListener,
     backend: Arc<Backend>,
+    tls: Option<TlsAcceptor>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut conns = JoinSet::new();
@@ -173,7 +201,7 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     backend.stats.connection();
-                    conns.spawn(serve_connection(stream, Arc::clone(&backend)));
+                    conns.spawn(serve_tcp(stream, tls.clone(), Arc::clone(&backend)));
                 }
                 Err(e) => {
                     log::warn!("mock {}: accept failed: {e}", backend.name);
@@ -188,9 +216,24 @@ async fn accept_loop(
     conns.shutdown().await;
 }
 
-async fn serve_connection(stream: TcpStream, backend: Arc<Backend>) {
+async fn serve_tcp(stream: TcpStream, tls: Option<TlsAcceptor>, backend: Arc<Backend>) {
     // Tokens are small writes that must leave at their time, not coalesce.
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => serve_connection(stream, backend).await,
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(stream) => serve_connection(stream, backend).await,
+            // A client that did not trust the certificate, or had none
+            // to show: nothing to serve.
+            Err(e) => log::debug!("mock {}: TLS handshake failed: {e}", backend.name),
+        },
+    }
+}
+
+async fn serve_connection<S>(stream: S, backend: Arc<Backend>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| routes::handle(Arc::clone(&backend), req));
     let conn = http1::Builder::new()
         .keep_alive(true)

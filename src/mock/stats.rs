@@ -67,7 +67,14 @@ pub struct MockStats {
     /// removed from the request. Only POSTs: health checks and model
     /// discovery, which come on their own timers, would overwrite it.
     last_headers: ArcSwap<http::HeaderMap>,
+    /// Each path requested (as received, base path included) with the
+    /// header of its last request, GETs too: what health checks and model
+    /// discovery sent. At most [`SEEN_PATHS`] paths, the first ones.
+    seen: ArcSwap<Vec<(String, http::HeaderMap)>>,
 }
+
+/// Paths whose last header [`MockStats::headers_to`] keeps: a test's few.
+pub const SEEN_PATHS: usize = 64;
 
 impl MockStats {
     /// All requests received.
@@ -160,6 +167,33 @@ impl MockStats {
 
     pub(crate) fn connection(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The header of the last request to `path` (as received, base path
+    /// included), whatever its method.
+    pub fn headers_to(&self, path: &str) -> Option<http::HeaderMap> {
+        self.seen
+            .load()
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, h)| h.clone())
+    }
+
+    /// Every path requested so far, as received.
+    pub fn paths(&self) -> Vec<String> {
+        self.seen.load().iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    pub(crate) fn record_request(&self, path: &str, headers: &http::HeaderMap) {
+        self.seen.rcu(|seen| {
+            let mut next = Vec::clone(seen);
+            if let Some((_, h)) = next.iter_mut().find(|(p, _)| p == path) {
+                *h = headers.clone();
+            } else if next.len() < SEEN_PATHS {
+                next.push((path.to_string(), headers.clone()));
+            }
+            next
+        });
     }
 
     pub(crate) fn record_post(&self, body: Bytes, model: Option<&str>, headers: http::HeaderMap) {

@@ -11,10 +11,9 @@
 
 use super::scan::check_model_name;
 use super::{base_name, fetch, ModelEntry};
-use crate::config::BackendKind;
+use crate::config::{BackendKind, BackendSpec};
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// How long one model-list request may take.
@@ -75,24 +74,20 @@ pub fn parse_ollama(body: &[u8]) -> Option<Vec<ModelEntry>> {
 /// asked both ways at once: an Ollama server answers both, and only its
 /// `/api/tags` has sizes and details, only its `/v1/models` what OpenAI
 /// clients read; a vLLM or llama.cpp server answers `/v1/models` alone.
-pub async fn discover(
-    addr: SocketAddr,
-    host: &str,
-    kind: BackendKind,
-) -> Result<Vec<ModelEntry>, String> {
+pub async fn discover(backend: &BackendSpec) -> Result<Vec<ModelEntry>, String> {
     let try_one = |path: &'static str, parse: fn(&[u8]) -> Option<Vec<ModelEntry>>| async move {
-        match fetch::get(addr, host, path, FETCH_TIMEOUT, MAX_LIST_BODY).await {
+        match fetch::get(backend, path, FETCH_TIMEOUT, MAX_LIST_BODY).await {
             Ok((200, body)) => parse(&body).ok_or_else(|| format!("{path}: not a model list")),
             Ok((status @ (401 | 403), _)) => Err(format!(
-                "{path}: HTTP {status}: the backend wants an API key, which Switchyard \
-                 cannot send yet; until it lists its models it is sent requests for any \
-                 model, so give its `models:` in the configuration"
+                "{path}: HTTP {status}: the backend wants an API key: give it in the \
+                 backend's (or pool's) headers; until it lists its models it is sent \
+                 requests for any model"
             )),
             Ok((status, _)) => Err(format!("{path}: HTTP {status}")),
             Err(e) => Err(format!("{path}: {e}")),
         }
     };
-    match kind {
+    match backend.kind {
         BackendKind::OpenAi => try_one("/v1/models", parse_openai).await,
         BackendKind::Ollama => try_one("/api/tags", parse_ollama).await,
         BackendKind::Auto => {

@@ -14,6 +14,7 @@
 
 use super::loaded::{self, PsRound, PS_FRESH};
 use super::{base_name, entries, same_model, ModelEntry};
+use crate::balance::pool::Upstream;
 use crate::state::Snapshot;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -238,14 +239,32 @@ impl ListCache {
 /// Sorting, not pairwise comparison, so a fleet of long lists costs
 /// O(n log n).
 pub fn fleet_models(snapshot: &Snapshot) -> Vec<ModelEntry> {
-    let lists: Vec<Arc<Vec<ModelEntry>>> = snapshot
+    let healthy: Vec<(&Arc<Upstream>, Arc<Vec<ModelEntry>>)> = snapshot
         .pools
         .iter()
         .flat_map(|p| p.upstreams())
         .filter(|up| up.health.is_healthy())
-        .filter_map(|up| up.models.get())
+        .filter_map(|up| Some((up, up.models.get()?)))
         .collect();
-    let mut all: Vec<&ModelEntry> = lists.iter().flat_map(|l| l.iter()).collect();
+    // A backend's `model_map` makes it serve the requested names of the
+    // models it lists, and those are what clients ask for.
+    let mapped: Vec<ModelEntry> = healthy
+        .iter()
+        .flat_map(|(up, list)| {
+            up.spec.model_map.iter().filter_map(|(requested, served)| {
+                let entry = list.iter().find(|e| same_model(&e.name, served))?;
+                Some(ModelEntry {
+                    name: requested.clone(),
+                    ..entry.clone()
+                })
+            })
+        })
+        .collect();
+    let mut all: Vec<&ModelEntry> = healthy
+        .iter()
+        .flat_map(|(_, l)| l.iter())
+        .chain(&mapped)
+        .collect();
     // Stable, so the first backend's entry of a model stays first.
     all.sort_by(|a, b| base_name(&a.name).cmp(base_name(&b.name)));
     let mut models: Vec<ModelEntry> = all

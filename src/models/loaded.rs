@@ -61,15 +61,11 @@ impl PsRound {
 /// Asks every healthy backend (once per address) for `/api/ps`, at once.
 pub async fn ask(snapshot: &Snapshot) -> PsRound {
     let targets = snapshot.backends(|up| up.health.is_healthy());
-    let answers = futures_util::future::join_all(targets.iter().map(|up| {
-        fetch::get(
-            up.spec.addr,
-            up.spec.host(),
-            "/api/ps",
-            PS_TIMEOUT,
-            MAX_PS_BODY,
-        )
-    }))
+    let answers = futures_util::future::join_all(
+        targets
+            .iter()
+            .map(|up| fetch::get(&up.spec, "/api/ps", PS_TIMEOUT, MAX_PS_BODY)),
+    )
     .await;
     let lists: Vec<(SocketAddr, Option<Vec<Value>>)> = targets
         .iter()

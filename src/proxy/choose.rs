@@ -173,7 +173,8 @@ fn choose_once(
                     continue;
                 };
                 if let Some(model) = model {
-                    ctx.set_served(model);
+                    let wire = up.spec.served_name(&model).to_string();
+                    ctx.set_served(model, &wire);
                 }
                 return Some(Ok(Attempt::new(up, slot, permit, &pool.spec.timeouts)));
             }

@@ -27,8 +27,12 @@ pub struct RequestCtx {
     pub(super) pool: Option<usize>,
     /// The model the client asked for, after alias resolution.
     pub(super) model: Option<String>,
-    /// The model actually sent to the backend: `model`, or a fallback.
+    /// The model that serves the request: `model`, or a fallback. Retries
+    /// select backends by it.
     pub(super) served_model: Option<String>,
+    /// The name `served_model` goes by at the current attempt's backend:
+    /// its `model_map` entry, else `served_model` itself.
+    pub(super) wire_model: Option<String>,
     /// The request body, when it was read to find the model.
     pub(super) body: Option<Bytes>,
     /// Where the model's string literal sits in `body`.
@@ -107,6 +111,7 @@ impl RequestCtx {
             pool: None,
             model: None,
             served_model: None,
+            wire_model: None,
             body: None,
             model_span: None,
             upstream_body: None,
@@ -185,18 +190,25 @@ impl RequestCtx {
 }
 
 impl RequestCtx {
-    /// Records the model sent upstream, renaming it in the body if the
-    /// client asked for another name (an alias or a model that fell back).
-    pub(super) fn set_served(&mut self, model: String) {
-        if self.served_model.as_deref() == Some(model.as_str()) {
+    /// Records the model that serves this attempt and the name its backend
+    /// knows it by (`wire`), renaming it in the body if the client asked
+    /// for another name (an alias, a model that fell back, a backend's
+    /// `model_map`). Each attempt starts again from the client's body, so
+    /// a retry on another backend sends that backend's name, the client's
+    /// when it maps none.
+    pub(super) fn set_served(&mut self, model: String, wire: &str) {
+        if self.served_model.as_deref() == Some(model.as_str())
+            && self.wire_model.as_deref() == Some(wire)
+        {
             return;
         }
         if let (Some(body), Some(span)) = (&self.body, &self.model_span) {
             let named = &body[span.clone()];
-            let same = serde_json::from_slice::<String>(named).is_ok_and(|n| n == model);
+            let same = serde_json::from_slice::<String>(named).is_ok_and(|n| n == wire);
             self.upstream_body =
-                (!same).then(|| Bytes::from(scan::replace_model(body, span, &model)));
+                (!same).then(|| Bytes::from(scan::replace_model(body, span, wire)));
         }
+        self.wire_model = Some(wire.to_string());
         self.served_model = Some(model);
     }
 }
@@ -214,13 +226,32 @@ mod tests {
         let found = scan::find_model(&body).unwrap();
         ctx.body = Some(body);
         ctx.model_span = Some(found.span);
-        ctx.set_served("gpt-4o".into());
+        ctx.set_served("gpt-4o".into(), "gpt-4o");
         assert_eq!(ctx.upstream_body, None, "the client's body goes as it is");
-        ctx.set_served("llama3".into());
+        ctx.set_served("llama3".into(), "llama3");
         let renamed = ctx.upstream_body.clone().expect("a renamed body");
         let v: serde_json::Value = serde_json::from_slice(&renamed).unwrap();
         assert_eq!(v["model"], "llama3");
         assert_eq!(v["stream"], true);
         assert_eq!(ctx.served_model.as_deref(), Some("llama3"));
+    }
+
+    #[test]
+    fn a_mapped_name_goes_to_its_backend_only() {
+        let requests = Arc::new(Requests::default());
+        let mut ctx = RequestCtx::new(requests.enter());
+        let body = Bytes::from_static(br#"{"model":"llama3.1:8b","stream":false}"#);
+        let found = scan::find_model(&body).unwrap();
+        ctx.body = Some(body);
+        ctx.model_span = Some(found.span);
+        let served = "meta-llama/Llama-3.1-8B-Instruct";
+        ctx.set_served("llama3.1:8b".into(), served);
+        let renamed = ctx.upstream_body.clone().expect("a renamed body");
+        let v: serde_json::Value = serde_json::from_slice(&renamed).unwrap();
+        assert_eq!(v["model"], served);
+        assert_eq!(ctx.served_model.as_deref(), Some("llama3.1:8b"));
+        // A retry on a backend without a map sends the client's body.
+        ctx.set_served("llama3.1:8b".into(), "llama3.1:8b");
+        assert_eq!(ctx.upstream_body, None);
     }
 }

@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`access`]: a request's access log line, from its context.
 //! - [`attempt`]: one attempt at one backend, and what its events mean.
+//! - [`backend`]: what a backend's own settings change in a request: its
+//!   base path, `Host` and headers.
 //! - [`body`]: reading a body whole to route on its model.
 //! - [`ctx`]: what one request carries from hook to hook.
 //! - [`endpoints`]: what is done with each API path.
@@ -26,6 +28,7 @@
 
 mod access;
 mod attempt;
+mod backend;
 mod body;
 mod choose;
 mod ctx;
@@ -237,7 +240,7 @@ impl ProxyHttp for Switchyard {
         };
         let upstream = attempt.upstream.clone();
         ctx.tried.push(upstream.spec.addr);
-        let mut peer = HttpPeer::new(upstream.spec.addr, false, String::new());
+        let mut peer = crate::balance::peer::http_peer(&upstream.spec);
         let t = &pool.spec.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.total_connection_timeout = Some(t.connect);
@@ -297,6 +300,9 @@ impl ProxyHttp for Switchyard {
         upstream_request.append_header(http::header::VIA, self.via.entry())?;
         if let Some(origin) = &ctx.origin {
             forwarding::headers::to_backend(origin, upstream_request)?;
+        }
+        if let Some(attempt) = &ctx.attempt {
+            backend::to_backend(&attempt.upstream.spec, upstream_request)?;
         }
         if ctx.body.is_some() {
             // Switchyard has read the body (and answered `100 Continue`

@@ -6,7 +6,10 @@
 //! - no response header within `first_byte`;
 //! - a pooled connection the backend had closed while it sat idle (the
 //!   request never reached it, so even a POST is safe to send again, as
-//!   long as its body can be replayed whole);
+//!   long as its body can be replayed whole), also when it is found out
+//!   only while the body is written (`Broken pipe` on a backend killed
+//!   an instant earlier): the backend did not get the whole request, so
+//!   it cannot have acted on it;
 //! - an answer of 502, 503 or 429, which Pingora would pass on: it is
 //!   turned into a retryable error from the response-header hook, before
 //!   anything is written to the client.
@@ -50,6 +53,14 @@ pub(super) fn decide(
     } else if before_header_timeout(e, ctx) && may_retry(ctx) {
         e.set_retry(true);
         Some(RetryReason::FirstByteTimeout)
+    } else if client_reused
+        && *e.etype() == ErrorType::WriteError
+        && e.esource() == &pingora_error::ErrorSource::Upstream
+        && ctx.timing.header.is_none()
+        && may_retry(ctx)
+    {
+        e.set_retry(true);
+        Some(RetryReason::ConnectionClosed)
     } else {
         // A pooled connection closed under the request: Pingora's own rule.
         e.retry.decide_reuse(client_reused);

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 #[allow(unused_imports)]
-pub use switchyard::mock::{Failure, MockConfig, MockServer};
+pub use switchyard::mock::{Failure, MockConfig, MockServer, MockTls};
 
 /// Generous: CI runs on a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -57,6 +57,16 @@ pub fn free_port() -> u16 {
 pub async fn mock(cfg: MockConfig) -> MockServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     MockServer::start(listener, cfg)
+}
+
+/// Starts a mock backend serving HTTPS with `tls` on a fresh loopback port.
+pub async fn mock_tls(cfg: MockConfig, tls: &MockTls) -> MockServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    MockServer::start_tls(
+        listener,
+        cfg,
+        tls.acceptor().expect("the mock's certificate"),
+    )
 }
 
 /// A mock that streams `tokens` tokens: the first after `ttft`, the rest
@@ -206,6 +216,15 @@ impl Proxy {
     }
 
     pub async fn start_with(yaml_for: impl Fn(SocketAddr) -> String, extra: &[&str]) -> Proxy {
+        Self::start_with_env(yaml_for, extra, &[]).await
+    }
+
+    /// [`Proxy::start_with`], the process given the variables `env` too.
+    pub async fn start_with_env(
+        yaml_for: impl Fn(SocketAddr) -> String,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
         // The port is picked by binding and releasing it, so another test
         // may take it before the proxy binds it; the proxy then exits at
         // once saying so, and it is started again on another port.
@@ -224,7 +243,7 @@ impl Proxy {
             );
             std::fs::write(&config, yaml).unwrap();
             let log = dir.path().join("switchyard.log");
-            let child = spawn(&config, &log, extra);
+            let child = spawn_env(&config, &log, extra, env);
             let mut proxy = Proxy {
                 child,
                 addr,
@@ -334,6 +353,11 @@ impl Drop for Proxy {
 
 /// Starts the binary with `-c config`, logging to `log`.
 pub fn spawn(config: &Path, log: &Path, extra: &[&str]) -> Child {
+    spawn_env(config, log, extra, &[])
+}
+
+/// [`spawn`] with the variables `env` set.
+pub fn spawn_env(config: &Path, log: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -344,6 +368,7 @@ pub fn spawn(config: &Path, log: &Path, extra: &[&str]) -> Child {
         .arg(config)
         .args(extra)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)

@@ -149,7 +149,7 @@ fn every_key_of_a_backend_is_checked_even_with_a_bad_url() {
             "pools.a.backends[0].weight: 5000 is more than the maximum 1000",
             r#"pools.a.backends[0].type: "grpc" is not one of openai, ollama, auto"#,
             "pools.a.backends[0].max_in_flight: 0 must be at least 1",
-            r#"pools.a.backends[0].url: "htp://x" is not an http URL (only http:// backends are supported)"#,
+            r#"pools.a.backends[0].url: "htp://x" is not an http or https URL"#,
         ]
     );
 }

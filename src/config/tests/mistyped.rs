@@ -161,7 +161,7 @@ models:
             "pools.gpu.backends[0].weight: must be a whole number from 0 to 1000, not -1 (line 11)",
             "models.aliases.fast: must be a string, not a list (line 18)",
             r#"pools.gpu.timeouts.connect: "soon" is not a duration (use a unit: 500ms, 2s, 5m)"#,
-            r#"pools.gpu.backends[1].url: "htp://x" is not an http URL (only http:// backends are supported)"#,
+            r#"pools.gpu.backends[1].url: "htp://x" is not an http or https URL"#,
             "pools.gpu.backends[2].max_in_flight: 0 must be at least 1",
             r#"routes[1].pool: "cpu" is not a pool defined under pools"#,
         ]

@@ -11,6 +11,7 @@ mod mistyped;
 mod routes;
 mod server;
 mod tls;
+mod upstream;
 
 use super::*;
 
@@ -103,11 +104,11 @@ fn unknown_keys_are_all_reported_with_their_path() {
 fn bad_url() {
     assert_error(
         &GOOD.replace("http://10.0.0.2:11434", "htp://x"),
-        r#"pools.chat.backends[1].url: "htp://x" is not an http URL (only http:// backends are supported)"#,
+        r#"pools.chat.backends[1].url: "htp://x" is not an http or https URL"#,
     );
     assert_error(
-        &GOOD.replace("http://10.0.0.2:11434", "http://10.0.0.2:11434/v1"),
-        r#"pools.chat.backends[1].url: "http://10.0.0.2:11434/v1" is not an http URL (a backend URL has no path)"#,
+        &GOOD.replace("http://10.0.0.2:11434", "http://10.0.0.2:11434/v1?x=1"),
+        r#"pools.chat.backends[1].url: "http://10.0.0.2:11434/v1?x=1" is not an http or https URL (a backend URL has no query)"#,
     );
 }
 
@@ -115,7 +116,7 @@ fn bad_url() {
 fn duplicate_backend_url() {
     assert_error(
         &GOOD.replace("http://10.0.0.2:11434", "http://10.0.0.1:11434"),
-        r#"pools.chat.backends[1].url: "http://10.0.0.1:11434" is the same backend as pools.chat.backends[0]"#,
+        r#"pools.chat.backends[1].url: "http://10.0.0.1:11434" is the same backend as pools.chat.backends[0] (both reach 10.0.0.1:11434; a backend is known by its address)"#,
     );
 }
 

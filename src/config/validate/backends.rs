@@ -10,12 +10,16 @@
 //! the process. With them, every selector of the largest file this module
 //! accepts is built in well under a second and a few tens of MB.
 
-use super::Errors;
-use crate::config::model::{BackendKind, BackendSpec, PoolSpec};
-use crate::config::raw::RawBackend;
+use super::{headers, Errors};
+use crate::config::model::{BackendHeader, BackendKind, BackendSpec, HostHeader, PoolSpec};
+use crate::config::raw::{RawBackend, RawBackendTls};
+use crate::config::tls::{self, BackendTls, SystemRoots, TlsFiles};
+use crate::models::scan::check_model_name;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::RangeInclusive;
+use std::path::Path;
+use std::sync::Arc;
 
 /// Drains a backend at 0; every backend counts the same unless told.
 pub const DEFAULT_WEIGHT: usize = 1;
@@ -50,11 +54,24 @@ pub const MAX_RING_WEIGHT: usize = 10_000;
 /// the new ones, so the peak is twice that.
 pub const MAX_TOTAL_RING_WEIGHT: usize = 20_000;
 
+/// Entries of one backend's `model_map`: a fleet's model catalogue.
+pub const MAX_MODEL_MAP: usize = 1000;
+
+/// What a pool gives each of its backends.
+pub(super) struct PoolDefaults<'a> {
+    /// The pool's `headers`.
+    pub headers: &'a [BackendHeader],
+    /// The pool's `host_header`; `None` lets the scheme decide.
+    pub host_header: Option<HostHeader>,
+}
+
 pub(super) fn backends(
     errors: &mut Errors,
     at: &str,
     raw: Vec<RawBackend>,
     listen: &[SocketAddr],
+    pool: &PoolDefaults<'_>,
+    roots: &mut SystemRoots,
 ) -> Vec<BackendSpec> {
     errors.mistyped(&format!("{at}.backends"), || {
         "a list of backends, each a mapping with a url".into()
@@ -112,17 +129,33 @@ pub(super) fn backends(
             }
             other => other,
         };
+        let own_headers = headers::headers(errors, &format!("{path}.headers"), b.headers);
+        let model_map = model_map(errors, &path, b.model_map);
         let Some(url) = b.url else {
             errors.push(format!("{path}.url"), "is required");
             continue;
         };
-        let Some((authority, addr)) = parse_url(errors, &format!("{path}.url"), &url) else {
+        let Some(parsed) = parse_url(errors, &format!("{path}.url"), &url) else {
             continue;
         };
+        let tls = backend_tls(errors, &path, &parsed, b.tls, roots);
+        let ParsedUrl {
+            authority,
+            addr,
+            base_path,
+            https,
+            ..
+        } = parsed;
+        if https && tls.is_none() {
+            continue;
+        }
         if let Some(first) = urls.insert(addr, i) {
             errors.push(
                 format!("{path}.url"),
-                format!("{url:?} is the same backend as {at}.backends[{first}]"),
+                format!(
+                    "{url:?} is the same backend as {at}.backends[{first}] (both reach {addr}; \
+                     a backend is known by its address)"
+                ),
             );
             continue;
         }
@@ -135,17 +168,28 @@ pub(super) fn backends(
                 ),
             );
         }
-        let name = b.name.unwrap_or(authority);
+        let name = b.name.unwrap_or_else(|| authority.clone());
         if !names.insert(name.clone()) {
             errors.push(
                 format!("{path}.name"),
                 format!("{name:?} is used by another backend of the pool"),
             );
         }
+        let host_header = pool.host_header.unwrap_or(if https {
+            HostHeader::Backend
+        } else {
+            HostHeader::Client
+        });
         out.push(BackendSpec {
             name,
             url,
             addr,
+            authority,
+            base_path,
+            tls: tls.map(Arc::new),
+            host_header,
+            headers: headers::merge(pool.headers, own_headers),
+            model_map,
             weight,
             kind,
             models: b.models,
@@ -226,37 +270,163 @@ fn ring_cost(weight: usize) -> String {
     )
 }
 
-/// Checks `http://host[:port][/]` and resolves it. Returns the authority and the address.
-fn parse_url(errors: &mut Errors, path: &str, url: &str) -> Option<(String, SocketAddr)> {
+/// A backend URL, checked and resolved.
+struct ParsedUrl {
+    /// `host[:port]`, the port left out when it is the scheme's.
+    authority: String,
+    /// The host alone, without the brackets of an IPv6 address.
+    host: String,
+    addr: SocketAddr,
+    /// Without its trailing `/`; empty for none.
+    base_path: String,
+    https: bool,
+}
+
+/// Checks `http[s]://host[:port][/base/path]` and resolves its host.
+fn parse_url(errors: &mut Errors, path: &str, url: &str) -> Option<ParsedUrl> {
     let not_http = |errors: &mut Errors, why: &str| {
-        errors.push(path, format!("{url:?} is not an http URL{why}"));
+        errors.push(path, format!("{url:?} is not an http or https URL{why}"));
         None
     };
     let Ok(uri) = url.parse::<http::Uri>() else {
         return not_http(errors, "");
     };
-    if uri.scheme_str() != Some("http") {
-        return not_http(errors, " (only http:// backends are supported)");
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return not_http(errors, ""),
+    };
     let Some(authority) = uri.authority() else {
         return not_http(errors, "");
     };
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return not_http(errors, " (a backend URL has no path)");
+    if uri.query().is_some() {
+        return not_http(errors, " (a backend URL has no query)");
     }
     if authority.as_str().contains('@') {
-        return not_http(errors, " (credentials are not supported)");
+        return not_http(
+            errors,
+            " (credentials do not go in the URL: use headers with env or file)",
+        );
     }
-    let port = authority.port_u16().unwrap_or(80);
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    let default_port = if https { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
     let host = authority
         .host()
         .trim_start_matches('[')
-        .trim_end_matches(']');
-    match (host, port).to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(addr)) => Some((authority.to_string(), addr)),
+        .trim_end_matches(']')
+        .to_string();
+    // `Host` leaves the scheme's own port out, as clients do.
+    let authority = match authority.port_u16() {
+        Some(p) if p != default_port => authority.as_str().to_string(),
+        _ => authority.host().to_string(),
+    };
+    // A name with both kinds of address gets its IPv4 one: `localhost` is
+    // often `::1` first, where a server bound to 127.0.0.1 is not.
+    let resolved = (host.as_str(), port).to_socket_addrs().map(|addrs| {
+        let all: Vec<SocketAddr> = addrs.collect();
+        all.iter().find(|a| a.is_ipv4()).or(all.first()).copied()
+    });
+    match resolved {
+        Ok(Some(addr)) => Some(ParsedUrl {
+            authority,
+            host,
+            addr,
+            base_path,
+            https,
+        }),
         _ => {
             errors.push(path, format!("{url:?}: host {host:?} does not resolve"));
             None
         }
+    }
+}
+
+/// `tls:` of a backend: read for `https://`, refused for `http://`.
+fn backend_tls(
+    errors: &mut Errors,
+    at: &str,
+    url: &ParsedUrl,
+    raw: Option<RawBackendTls>,
+    roots: &mut SystemRoots,
+) -> Option<BackendTls> {
+    let at = format!("{at}.tls");
+    if errors.mistyped(&at, || {
+        "a mapping with ca, cert and key (files) and verify (true or false)".into()
+    }) {
+        return None;
+    }
+    errors.mistyped(&format!("{at}.verify"), || "true or false".into());
+    if !url.https {
+        if raw.is_some() {
+            errors.push(&at, "is only for https:// backends");
+        }
+        return None;
+    }
+    let raw = raw.unwrap_or_default();
+    let files = TlsFiles {
+        ca: raw.ca.as_deref().map(Path::new),
+        cert: raw.cert.as_deref().map(Path::new),
+        key: raw.key.as_deref().map(Path::new),
+        verify: raw.verify.unwrap_or(true),
+    };
+    if !files.verify && files.ca.is_some() {
+        errors.push(
+            format!("{at}.ca"),
+            "is not used with verify: false, which accepts any certificate",
+        );
+    }
+    match tls::load(&url.host, &files, roots) {
+        Ok(tls) => Some(tls),
+        Err(problems) => {
+            for p in problems {
+                errors.push(format!("{at}.{}", p.key), p.message);
+            }
+            None
+        }
+    }
+}
+
+/// `model_map:` of a backend: requested name to the name it serves.
+fn model_map(
+    errors: &mut Errors,
+    at: &str,
+    raw: Option<BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let at = format!("{at}.model_map");
+    if errors.mistyped(&at, || {
+        "a mapping of requested model names to the names the backend serves".into()
+    }) {
+        return BTreeMap::new();
+    }
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_MODEL_MAP {
+        errors.push(
+            &at,
+            format!(
+                "{} entries is more than the maximum {MAX_MODEL_MAP}",
+                raw.len()
+            ),
+        );
+        return BTreeMap::new();
+    }
+    let mut ok = true;
+    for (requested, served) in &raw {
+        for name in [requested, served] {
+            let why = if name.trim().is_empty() {
+                Some("a model name is empty")
+            } else {
+                check_model_name(name).err()
+            };
+            if let Some(why) = why {
+                errors.push(format!("{at}.{requested}"), format!("{name:?}: {why}"));
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        raw
+    } else {
+        BTreeMap::new()
     }
 }

@@ -15,6 +15,7 @@
 //! - [`tls`], `server.listen[i].tls`: certificates, read and checked;
 //! - [`pools`], `pools.NAME`: timeouts, health check, circuit and queue;
 //! - [`backends`], `pools.NAME.backends`: and what a pool may cost to build;
+//! - [`headers`], `headers` of a pool or a backend, and their credentials;
 //! - [`routes`], `routes`;
 //! - [`models`], `models:`;
 //! - [`admin`], `admin:`: the admin listener and its token;
@@ -26,6 +27,7 @@ pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod backends;
+pub mod headers;
 pub mod limits;
 pub mod models;
 pub mod pools;
@@ -247,9 +249,10 @@ pub fn validate(
     if raw_pools.is_empty() {
         errors.push("pools", "at least one pool is required");
     }
+    let mut roots = super::tls::SystemRoots::default();
     let pools: Vec<PoolSpec> = raw_pools
         .into_iter()
-        .map(|(name, p)| pools::pool(&mut errors, name, p, &server.listen))
+        .map(|(name, p)| pools::pool(&mut errors, name, p, &server.listen, &mut roots))
         .collect();
     backends::fleet_limits(&mut errors, &pools);
 

@@ -1,9 +1,10 @@
 //! `pools.NAME`: strategy, retries, timeouts, health check, circuit and
 //! queue. Its backends are [`super::backends`].
 
-use super::{backends, Errors};
+use super::{backends, headers, Errors};
 use crate::config::model::*;
 use crate::config::raw::{RawHealthCheck, RawPool};
+use crate::config::tls::SystemRoots;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -110,6 +111,7 @@ pub(super) fn pool(
     name: String,
     raw: RawPool,
     listen: &[SocketAddr],
+    roots: &mut SystemRoots,
 ) -> PoolSpec {
     let at = format!("pools.{name}");
     if name.is_empty()
@@ -200,7 +202,31 @@ pub(super) fn pool(
         }
     };
     let health = health(errors, &at, raw.health_check.unwrap_or_default());
-    let backends = backends::backends(errors, &at, raw.backends.unwrap_or_default(), listen);
+    let host_header = match raw.host_header.as_deref() {
+        None => None,
+        Some("backend") => Some(HostHeader::Backend),
+        Some("client") => Some(HostHeader::Client),
+        Some(other) => {
+            errors.push(
+                format!("{at}.host_header"),
+                format!("{other:?} is not one of backend, client"),
+            );
+            None
+        }
+    };
+    let pool_headers = headers::headers(errors, &format!("{at}.headers"), raw.headers);
+    let defaults = backends::PoolDefaults {
+        headers: &pool_headers,
+        host_header,
+    };
+    let backends = backends::backends(
+        errors,
+        &at,
+        raw.backends.unwrap_or_default(),
+        listen,
+        &defaults,
+        roots,
+    );
     if matches!(strategy, Strategy::ConsistentHash(_)) {
         backends::ring_limit(errors, &at, &backends);
     }
