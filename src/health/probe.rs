@@ -83,7 +83,79 @@ pub async fn check_once(
 ) -> Result<(), String> {
     match tokio::time::timeout(timeout, check.check(addr)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(describe(&e)),
         Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// A failed check in one line: the kinds of error and their cause, without
+/// the contexts in which Pingora's connector prints the whole peer (every
+/// option, the CA's certificates among them), which made one log line of
+/// several kilobytes for an HTTPS backend.
+fn describe(e: &pingora_error::Error) -> String {
+    let mut parts = vec![kind(&e.etype)];
+    let mut at = e;
+    loop {
+        if let Some(context) = &at.context {
+            if !context.as_str().contains("Peer {") {
+                parts.push(context.as_str().to_string());
+            }
+        }
+        let Some(cause) = at.cause.as_deref() else {
+            break;
+        };
+        // Pingora chains its errors boxed (`BError`).
+        let next = cause
+            .downcast_ref::<Box<pingora_error::Error>>()
+            .map(|b| &**b)
+            .or_else(|| cause.downcast_ref::<pingora_error::Error>());
+        match next {
+            Some(next) => {
+                if next.etype != at.etype {
+                    parts.push(kind(&next.etype));
+                }
+                at = next;
+            }
+            None => {
+                parts.push(cause.to_string());
+                break;
+            }
+        }
+    }
+    parts.join(": ")
+}
+
+/// An error's kind; a status says which.
+fn kind(etype: &pingora_error::ErrorType) -> String {
+    match etype {
+        pingora_error::ErrorType::HTTPStatus(code) => format!("status {code}"),
+        other => other.as_str().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use pingora_error::{Error, ErrorType};
+
+    #[test]
+    fn a_failed_check_is_one_short_line_without_the_peer() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused here");
+        let inner = Error::because(
+            ErrorType::ConnectRefused,
+            "Fail to connect to 127.0.0.1:9",
+            io,
+        );
+        let outer = Error::because(
+            ErrorType::ConnectRefused,
+            "Fail to connect to BasicPeer { _address: Inet(127.0.0.1:9), ca: Some([..]) }",
+            inner,
+        );
+        assert_eq!(
+            describe(&outer),
+            "ConnectRefused: Fail to connect to 127.0.0.1:9: refused here"
+        );
+        let status = Error::explain(ErrorType::HTTPStatus(503), "health check status");
+        assert_eq!(describe(&status), "status 503: health check status");
     }
 }
