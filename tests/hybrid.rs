@@ -81,6 +81,11 @@ async fn the_cloud_tier_serves_only_while_every_local_backend_is_down() {
                 .set("strategy", "priority")
                 .set("retries", 3)
                 .http_checks("200ms")
+                // A TLS check can take more than the harness's 500 ms on a
+                // loaded machine; one slow check must not take the cloud
+                // tier out while it is the last one standing.
+                .set("health_check.timeout", "3s")
+                .set("health_check.unhealthy_threshold", 2)
                 .set("circuit.cooldown", "1s");
             for m in locals.iter().flatten() {
                 pool = pool.backend(Backend::of(m).set("priority", 100).set("type", "ollama"));
