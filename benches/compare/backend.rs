@@ -13,6 +13,9 @@
 //! needed for the nginx target, and it runs as a process of its own, so its
 //! CPU is read from `/proc` like a proxy's. A static file would do as well
 //! but nginx refuses `POST` to one (405).
+//!
+//! For workload 9 it listens with TLS instead (see `https`), and counts
+//! the connections it accepts on a plain status port of its own.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -21,11 +24,15 @@ use std::path::Path;
 use crate::process::{find_program, free_port, Server};
 use crate::procfs;
 use crate::targets::nginx_spawn;
+use crate::tls::TlsFiles;
 
 /// nginx serving one fixed completion on 127.0.0.1. Dropping it stops it.
 pub struct StaticBackend {
     /// Where workload 6's proxies forward to, and its direct target.
     pub addr: SocketAddr,
+    /// nginx's `stub_status`, when listening with TLS (workload 9): how
+    /// many connections the proxies opened to it.
+    pub status: Option<SocketAddr>,
     /// nginx's master process, whose tree's CPU is the backend's.
     server: Server,
 }
@@ -33,14 +40,15 @@ pub struct StaticBackend {
 impl StaticBackend {
     /// Starts nginx with `workers` worker processes on `cpus` (a `taskset`
     /// list, if pinning), answering `GET /v1/models` with `models` and every
-    /// other request with `completion`, both JSON. `Err` says why workload 6
-    /// is skipped.
+    /// other request with `completion`, both JSON; over TLS with `tls`'s
+    /// certificate when given. `Err` says why the workload is skipped.
     pub fn start(
         completion: &str,
         models: &str,
         dir: &Path,
         cpus: Option<&str>,
         workers: usize,
+        tls: Option<&TlsFiles>,
     ) -> Result<StaticBackend, String> {
         let program = find_program("nginx")
             .ok_or("nginx is not installed (apt-get install -y nginx-light)")?;
@@ -48,6 +56,11 @@ impl StaticBackend {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let conf = dir.join("nginx.conf");
         let d = dir.display();
+        let (listen, status) = match tls {
+            Some(tls) => (crate::https::backend_listen(addr, tls), Some(free_port()?)),
+            None => (addr.to_string(), None),
+        };
+        let status_server = status.map(crate::https::status_server).unwrap_or_default();
         let text = format!(
             r#"worker_processes {workers};
 daemon off;
@@ -62,7 +75,7 @@ http {{
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     server {{
-        listen {addr};
+        listen {listen};
         default_type application/json;
         location = /v1/models {{
             return 200 '{models}';
@@ -71,14 +84,18 @@ http {{
             return 200 '{completion}';
         }}
     }}
-}}
+{status_server}}}
 "#,
             completion = quote(completion)?,
             models = quote(models)?,
         );
         let spawn = nginx_spawn(program, dir, &conf, &text)?;
         let server = Server::start(addr, spawn, cpus)?;
-        Ok(StaticBackend { addr, server })
+        Ok(StaticBackend {
+            addr,
+            status,
+            server,
+        })
     }
 
     /// CPU ticks of nginx's master and workers.

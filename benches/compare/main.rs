@@ -14,6 +14,7 @@
 //! - `bare`: the bare Pingora proxy, this binary run with `--serve-pingora`.
 //! - `backend`: the static backend of workload 6 (nginx `return 200`).
 //! - `tls`: the certificate and client settings of workloads 7 and 8.
+//! - `https`: workload 9, the proxies reaching the static backend over TLS.
 //! - `phases`: the workloads, in interleaved rounds.
 //! - `load`: the load generator (hyper client connections).
 //! - `procfs`: CPU time, memory and machine facts from `/proc`.
@@ -31,6 +32,7 @@
 mod backend;
 mod bare;
 mod cpus;
+mod https;
 mod load;
 mod phases;
 mod process;
@@ -102,7 +104,10 @@ struct Args {
     /// direct is the static backend itself). 6 runs first. 7 (TLS
     /// termination, kept-alive connections) and 8 (a full TLS handshake per
     /// request) run Switchyard and nginx terminating TLS in front of a
-    /// static backend of their own; they are not in the default run.
+    /// static backend of their own; they are not in the default run. 9
+    /// (the proxies talk HTTPS to a static backend of their own,
+    /// kept-alive; upstream reuse from Switchyard's metrics and the
+    /// backend's accepts) is not in the default run either.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,6")]
     workloads: Vec<u8>,
     /// `auto`: proxies and harness on separate CPUs when there are at least
@@ -123,6 +128,9 @@ struct Args {
     serve_pingora: Option<SocketAddr>,
     #[arg(long, hide = true)]
     backend: Option<SocketAddr>,
+    /// With `--serve-pingora`: reach `--backend` over TLS, trusting this.
+    #[arg(long, hide = true)]
+    backend_ca: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -131,7 +139,8 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let (Some(listen), Some(backend)) = (args.serve_pingora, args.backend) {
-        bare::serve(listen, backend, args.workers.unwrap_or(1));
+        let ca = args.backend_ca.as_deref();
+        bare::serve(listen, backend, args.workers.unwrap_or(1), ca);
         return ExitCode::SUCCESS;
     }
     match run(args) {
@@ -219,6 +228,7 @@ fn run(args: Args) -> Result<(), String> {
         nofile,
         workers,
         tls: None,
+        upstream_tls: None,
     };
     let mut results = Results::default();
     let running = start_targets(&kinds, &launch, "", &mut results);
@@ -238,12 +248,15 @@ fn run(args: Args) -> Result<(), String> {
     } else {
         None
     };
-    let tls_files = if args.workloads.iter().any(|w| *w == 7 || *w == 8) {
+    let tls_files = if args.workloads.iter().any(|w| [7, 8, 9].contains(w)) {
         Some(tls::TlsFiles::new(&dir.path().join("tls"))?)
     } else {
         None
     };
-    let tls_run = tls_files.as_ref().and_then(|files| {
+    let tls_run = tls_files
+        .as_ref()
+        .filter(|_| args.workloads.iter().any(|w| *w == 7 || *w == 8));
+    let tls_run = tls_run.and_then(|files| {
         let kinds: Vec<Kind> = kinds
             .iter()
             .copied()
@@ -264,6 +277,23 @@ fn run(args: Args) -> Result<(), String> {
             &mut results,
         )
     });
+    let https_run = tls_files.as_ref().filter(|_| args.workloads.contains(&9));
+    let https_run = https_run.and_then(|files| {
+        let launch = Launch {
+            upstream_tls: Some(files),
+            ..launch
+        };
+        results.note(format!("9. {}.", https::SETUP));
+        start_static(
+            &kinds,
+            &launch,
+            &load_rt,
+            plan_cpus.harness.as_deref(),
+            (hc / 2).max(1),
+            "9",
+            &mut results,
+        )
+    });
     let started = std::time::Instant::now();
     let results = load_rt.block_on(async {
         if let (Some((_, targets)), Some(files)) = (&tls_run, &tls_files) {
@@ -272,6 +302,18 @@ fn run(args: Args) -> Result<(), String> {
                 if let Err(e) = client.probe().await {
                     return Err(format!(
                         "{} does not answer over TLS: {e}\n{}",
+                        t.kind.label(),
+                        t.log_tail()
+                    ));
+                }
+            }
+        }
+        if let (Some((backend, targets)), Some(files)) = (&https_run, &tls_files) {
+            for t in targets {
+                let client = https_client(t, backend, files);
+                if let Err(e) = client.probe().await {
+                    return Err(format!(
+                        "{} does not answer through HTTPS to its backend: {e}\n{}",
                         t.kind.label(),
                         t.log_tail()
                     ));
@@ -307,6 +349,7 @@ fn run(args: Args) -> Result<(), String> {
             (4, "held streams"),
             (7, "TLS termination, kept-alive connections"),
             (8, "TLS handshake per request"),
+            (9, "HTTPS to the backend, kept-alive connections"),
         ] {
             if !w.contains(&n) {
                 continue;
@@ -327,6 +370,12 @@ fn run(args: Args) -> Result<(), String> {
                         bench.tls_saturation(targets, backend, client, n == 8).await;
                     }
                 }
+                9 => {
+                    if let (Some((backend, targets)), Some(files)) = (&https_run, &tls_files) {
+                        let client = |t: &targets::Target| https_client(t, backend, files);
+                        bench.https_saturation(targets, backend, &client).await;
+                    }
+                }
                 1 => bench.saturation().await,
                 2 => bench.fixed_rate().await,
                 3 => bench.streaming().await,
@@ -336,11 +385,12 @@ fn run(args: Args) -> Result<(), String> {
         Ok(bench.results)
     })?;
     let mut shown: Vec<Kind> = running.iter().map(|t| t.kind).collect();
-    for (_, targets) in static_run.iter().chain(&tls_run) {
+    for (_, targets) in static_run.iter().chain(&tls_run).chain(&https_run) {
         shown.extend(targets.iter().map(|t| t.kind));
     }
     shown.sort();
     shown.dedup();
+    drop(https_run);
     drop(tls_run);
     drop(static_run);
     drop(running);
@@ -389,6 +439,16 @@ fn start_targets(
     running
 }
 
+/// How workload 9 reaches `t`: the proxies in plain HTTP, the static
+/// backend itself (direct) over TLS.
+fn https_client(t: &targets::Target, backend: &StaticBackend, files: &tls::TlsFiles) -> Client {
+    if t.addr == backend.addr {
+        Client::tls(t.addr, files.client.clone(), false)
+    } else {
+        Client::new(t.addr)
+    }
+}
+
 /// Workload 6's static backend, answering with the body the mock gives the
 /// load generator's request, and the targets started again in front of it,
 /// configured as for the mock. `None`, with a note, if it cannot run.
@@ -416,6 +476,7 @@ fn start_static(
                 &dir.join("backend"),
                 cpus,
                 workers,
+                launch.upstream_tls,
             )?;
             Ok((backend, completion.len()))
         });

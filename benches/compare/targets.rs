@@ -15,6 +15,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::https;
 use crate::process::{check, find_program, free_port, write, Server, Spawn};
 use crate::procfs;
 use crate::tls::TlsFiles;
@@ -73,6 +74,8 @@ pub struct Launch<'a> {
     pub workers: usize,
     /// Terminate TLS with this certificate (workloads 7 and 8).
     pub tls: Option<&'a TlsFiles>,
+    /// Reach the backend over TLS, trusting this certificate (workload 9).
+    pub upstream_tls: Option<&'a TlsFiles>,
 }
 
 /// One measured target, running. Dropping it kills the proxy.
@@ -84,6 +87,8 @@ pub struct Target {
     server: Option<Server>,
     /// Resident memory once listening, before any load, KiB.
     pub rss_at_start: u64,
+    /// Switchyard's admin listener, where its `/metrics` are (workload 9).
+    pub admin: Option<SocketAddr>,
 }
 
 impl Target {
@@ -93,6 +98,7 @@ impl Target {
             addr: backend,
             server: None,
             rss_at_start: 0,
+            admin: None,
         }
     }
 
@@ -101,9 +107,13 @@ impl Target {
         let addr = free_port()?;
         let dir = launch.dir.join(kind.label().to_ascii_lowercase());
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let admin = match (kind, launch.upstream_tls) {
+            (Kind::Switchyard, Some(_)) => Some(free_port()?),
+            _ => None,
+        };
         let spawn = match kind {
             Kind::Direct => return Ok(Target::direct(launch.backend)),
-            Kind::Switchyard => switchyard(addr, &dir, launch)?,
+            Kind::Switchyard => switchyard(addr, admin, &dir, launch)?,
             Kind::Pingora => pingora(addr, &dir, launch)?,
             Kind::Nginx => nginx(addr, &dir, launch)?,
             Kind::Haproxy => haproxy(addr, &dir, launch)?,
@@ -114,6 +124,7 @@ impl Target {
             addr,
             server: Some(server),
             rss_at_start: 0,
+            admin,
         };
         target.rss_at_start = target.rss_kib();
         Ok(target)
@@ -148,7 +159,12 @@ impl Target {
     }
 }
 
-fn switchyard(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String> {
+fn switchyard(
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    dir: &Path,
+    launch: &Launch,
+) -> Result<Spawn, String> {
     let program = launch.bin_dir.join("switchyard");
     if !program.is_file() {
         return Err(format!(
@@ -167,6 +183,14 @@ fn switchyard(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, St
         ),
         None => format!("[\"{addr}\"]"),
     };
+    let backend = match launch.upstream_tls {
+        Some(tls) => https::switchyard_backend(launch.backend, &tls.cert),
+        None => format!("{{ name: mock, url: \"http://{}\" }}", launch.backend),
+    };
+    // The admin listener only where its metrics are read (workload 9).
+    let admin = admin
+        .map(|a| format!("admin: {{ listen: \"{a}\" }}\n"))
+        .unwrap_or_default();
     let text = format!(
         r#"server:
   listen: {listen}
@@ -180,12 +204,11 @@ pools:
     timeouts: {{ connect: 2s, first_byte: 300s, idle: 60s }}
     health_check: {{ type: none }}
     backends:
-      - {{ name: mock, url: "http://{backend}" }}
+      - {backend}
 routes:
   - {{ pool: chat }}
-"#,
+{admin}"#,
         dir = dir.display(),
-        backend = launch.backend,
         workers = launch.workers,
     );
     write(&conf, &text)?;
@@ -198,7 +221,7 @@ routes:
 fn pingora(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String> {
     let program =
         std::env::current_exe().map_err(|e| format!("cannot find the harness binary: {e}"))?;
-    let args = vec![
+    let mut args = vec![
         "--serve-pingora".into(),
         addr.to_string(),
         "--backend".into(),
@@ -206,6 +229,9 @@ fn pingora(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, Strin
         "--workers".into(),
         launch.workers.to_string(),
     ];
+    if let Some(tls) = launch.upstream_tls {
+        args.extend(["--backend-ca".into(), tls.cert.display().to_string()]);
+    }
     Ok((program, args, dir.join("stderr.log")))
 }
 
@@ -229,6 +255,10 @@ fn nginx(addr: SocketAddr, dir: &Path, launch: &Launch) -> Result<Spawn, String>
             tls.key.display()
         ),
         None => addr.to_string(),
+    };
+    let (scheme, upstream_tls) = match launch.upstream_tls {
+        Some(tls) => ("https", https::nginx_location(&tls.cert)),
+        None => ("http", String::new()),
     };
     let text = format!(
         r#"worker_processes {workers};
@@ -255,7 +285,8 @@ http {{
     server {{
         listen {listen};
         location / {{
-            proxy_pass http://mock;
+            proxy_pass {scheme}://mock;
+            {upstream_tls}
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
@@ -322,8 +353,12 @@ frontend fe
     default_backend be
 
 backend be
-    server mock {backend}
+    server mock {backend}{upstream_tls}
 "#,
+        upstream_tls = launch
+            .upstream_tls
+            .map(|tls| https::haproxy_server(&tls.cert))
+            .unwrap_or_default(),
         backend = launch.backend,
         workers = launch.workers,
     );

@@ -1,8 +1,9 @@
-//! Workloads 1, 5, 6, 7 and 8: small completions in a closed loop, as fast
-//! as a target answers them, against the mock (1, and upstream reuse, 5),
-//! against the static backend (6), and against the static backend with the
+//! Workloads 1, 5, 6, 7, 8 and 9: small completions in a closed loop, as
+//! fast as a target answers them, against the mock (1, and upstream reuse,
+//! 5), against the static backend (6), against the static backend with the
 //! proxy terminating TLS, on kept-alive connections (7) and on a new
-//! connection, so a full handshake, per request (8).
+//! connection, so a full handshake, per request (8), and against the static
+//! backend over TLS (9), with upstream reuse over the measured window.
 //!
 //! Against the mock, the harness's one CPU (on two cores) carries both the
 //! load generator and the mock, and runs out before the cheaper proxies do:
@@ -10,7 +11,6 @@
 //! far less per request than the mock, so in workload 6 the proxy's CPU is
 //! the one that runs out, and req/s compares the proxies themselves.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::time::{sleep, Instant};
@@ -120,6 +120,27 @@ const HANDSHAKES: Rows = Rows {
     instead: "compare CPU per handshake instead",
 };
 
+const HTTPS: Rows = Rows {
+    workload: "9.",
+    sat: "9. Saturation, HTTPS to the static backend, 64 conns (req/s)",
+    p50: "9. Latency p50 at saturation, HTTPS upstream (ms)",
+    proxy_cpu: "9. Proxy CPU per request, HTTPS upstream (µs)",
+    proxy_busy: "9. Proxy's CPU busy, HTTPS upstream (%, /proc/stat)",
+    harness_busy: "9. Harness CPUs busy, HTTPS upstream (%, /proc/stat)",
+    loadgen_pct: "9. Load generator threads, HTTPS upstream (% of one CPU)",
+    loadgen_cpu: "9. Load generator CPU per request, HTTPS upstream (µs)",
+    backend_cpu: "9. Static backend CPU per request, HTTPS upstream (µs)",
+    errors: "9. Errors in saturation window, HTTPS upstream",
+    backend: "the static backend",
+    instead: "compare CPU per request instead",
+};
+
+/// Workload 9's reuse rows, over the measured window only.
+const HTTPS_ACCEPTS: &str = "9. Backend TLS accepts per 1,000 requests, measured window";
+const HTTPS_OPENED: &str = "9. Switchyard upstream connections opened, measured window";
+const HTTPS_REUSED: &str =
+    "9. Switchyard upstream connections reused, measured window (%, its /metrics)";
+
 /// What answers behind the targets; its CPU time is read differently.
 #[derive(Clone, Copy)]
 enum Upstream<'b> {
@@ -127,6 +148,16 @@ enum Upstream<'b> {
     Mock,
     /// nginx in a process of its own: its processes' CPU.
     Static(&'b StaticBackend),
+}
+
+/// Upstream connection counters at one edge of a measured window, where
+/// the target and backend have them.
+#[derive(Debug, Clone, Copy)]
+struct UpstreamCounts {
+    /// Connections the static backend accepted (workload 9).
+    accepts: Option<u64>,
+    /// Switchyard's own `(opened, reused)`.
+    switchyard: Option<(u64, u64)>,
 }
 
 /// Counters read at the edges of a measured window.
@@ -176,15 +207,17 @@ impl Bench<'_> {
     pub async fn saturation(&mut self) {
         self.timing(SMALL);
         let targets = self.targets;
-        self.saturate(targets, Upstream::Mock, &MOCK, &Client::new)
+        self.saturate(targets, Upstream::Mock, &MOCK, &|t| Client::new(t.addr))
             .await;
     }
 
     /// Workload 6: saturation against the static backend, through
     /// `targets`, which forward to it.
     pub async fn static_saturation(&mut self, targets: &[Target], backend: &StaticBackend) {
-        self.saturate(targets, Upstream::Static(backend), &STATIC, &Client::new)
-            .await;
+        self.saturate(targets, Upstream::Static(backend), &STATIC, &|t| {
+            Client::new(t.addr)
+        })
+        .await;
     }
 
     /// Workloads 7 (`fresh` false) and 8 (`fresh`): TLS terminated by
@@ -197,9 +230,42 @@ impl Bench<'_> {
         fresh: bool,
     ) {
         let rows = if fresh { &HANDSHAKES } else { &TLS };
-        let make = move |addr| Client::tls(addr, client.clone(), fresh);
+        let make = move |t: &Target| Client::tls(t.addr, client.clone(), fresh);
         self.saturate(targets, Upstream::Static(backend), rows, &make)
             .await;
+    }
+
+    /// Workload 9: `targets` reach the static backend over TLS; `client`
+    /// says how to reach each (direct is the backend, so TLS).
+    pub async fn https_saturation(
+        &mut self,
+        targets: &[Target],
+        backend: &StaticBackend,
+        client: &dyn Fn(&Target) -> Client,
+    ) {
+        self.saturate(targets, Upstream::Static(backend), &HTTPS, client)
+            .await;
+    }
+
+    /// Upstream connection counters of `target` now, where there are any:
+    /// the static backend's accepts (workload 9) and Switchyard's own
+    /// opened and reused connections.
+    async fn upstream_counts(&self, target: &Target, upstream: Upstream<'_>) -> UpstreamCounts {
+        let accepts = match upstream {
+            Upstream::Static(StaticBackend {
+                status: Some(status),
+                ..
+            }) => crate::https::backend_accepts(*status).await,
+            _ => None,
+        };
+        let switchyard = match target.admin {
+            Some(admin) => crate::https::switchyard_connections(admin).await,
+            None => None,
+        };
+        UpstreamCounts {
+            accepts,
+            switchyard,
+        }
     }
 
     /// Closed-loop saturation of each target in turn: req/s, p50, the
@@ -209,7 +275,7 @@ impl Bench<'_> {
         targets: &[Target],
         upstream: Upstream<'_>,
         rows: &Rows,
-        client_for: &dyn Fn(SocketAddr) -> Client,
+        client_for: &dyn Fn(&Target) -> Client,
     ) {
         let w = self.plan.window;
         let secs = w.measure.as_secs_f64();
@@ -218,13 +284,15 @@ impl Bench<'_> {
         }
         for r in 0..self.plan.rounds {
             for t in order(targets, r) {
-                let client = client_for(t.addr);
+                let client = client_for(t);
                 let first = self.snapshot(t, upstream);
                 let run = tokio::spawn(async move { load::closed_loop(&client, CONNS, w).await });
                 sleep(w.warmup).await;
                 let s0 = self.snapshot(t, upstream);
-                sleep(w.measure).await;
+                let c0 = self.upstream_counts(t, upstream).await;
+                sleep(w.measure.saturating_sub(s0.at.elapsed())).await;
                 let s1 = self.snapshot(t, upstream);
+                let c1 = self.upstream_counts(t, upstream).await;
                 let mut out = run.await.unwrap_or_default();
                 let last = self.snapshot(t, upstream);
                 let k = t.kind;
@@ -273,6 +341,18 @@ impl Bench<'_> {
                         )
                     };
                     self.results.note(note);
+                }
+                if let (Some(a0), Some(a1)) = (c0.accepts, c1.accepts) {
+                    // Less the one connection that read c0, which lands in
+                    // the window.
+                    let accepts = a1.saturating_sub(a0).saturating_sub(1) as f64;
+                    self.add(HTTPS_ACCEPTS, 3, Ratios::None, k, 1000.0 * accepts / n);
+                }
+                if let (Some((o0, r0)), Some((o1, r1))) = (c0.switchyard, c1.switchyard) {
+                    let (opened, reused) = (o1.saturating_sub(o0), r1.saturating_sub(r0));
+                    self.add(HTTPS_OPENED, 0, Ratios::None, k, opened as f64);
+                    let share = 100.0 * reused as f64 / (opened + reused).max(1) as f64;
+                    self.add(HTTPS_REUSED, 3, Ratios::None, k, share);
                 }
                 if let Upstream::Mock = upstream {
                     let accepts = last.accepts.saturating_sub(first.accepts) as f64;
