@@ -177,6 +177,50 @@ async fn keys_let_in_refuse_and_filter_and_never_travel_or_show() {
     }
 }
 
+/// The `name` of each entry of an Ollama list (`/api/tags`, `/api/ps`).
+async fn ollama_names(url: &str, key: &str) -> Vec<String> {
+    let v = json_of(client().get(url).bearer_auth(key).send().await.unwrap()).await;
+    v["models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{url}: {v}"))
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn ollama_lists_of_models_held_and_loaded_are_filtered_by_key() {
+    // Each mock has its first model loaded: llama3 on one, qwen2.5 on the
+    // other.
+    let a = mock(MockConfig::new("a").models(["llama3", "qwen2.5"])).await;
+    let b = mock(MockConfig::new("b").models(["qwen2.5"])).await;
+    let keys = yaml(&format!(
+        "[{{ name: alice, sha256: {}, models: [\"llama3*\"] }},\n \
+         {{ name: bob, sha256: {} }}]",
+        sha256(ALICE),
+        sha256(BOB)
+    ));
+    let proxy = Proxy::start(|addr| {
+        Fleet::new(addr)
+            .set("auth.keys", keys.clone())
+            .pool(
+                Pool::new("chat")
+                    .backend(Backend::of(&a).set("models", yaml("[llama3, qwen2.5]")))
+                    .backend(Backend::of(&b).set("models", yaml("[qwen2.5]"))),
+            )
+            .yaml()
+    })
+    .await;
+    let ps = proxy.url("/api/ps");
+    assert_eq!(ollama_names(&ps, BOB).await, ["llama3", "qwen2.5"]);
+    assert_eq!(ollama_names(&ps, ALICE).await, ["llama3"]);
+    let tags = proxy.url("/api/tags");
+    assert_eq!(ollama_names(&tags, BOB).await, ["llama3", "qwen2.5"]);
+    assert_eq!(ollama_names(&tags, ALICE).await, ["llama3"]);
+    let resp = client().get(&ps).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+}
+
 #[tokio::test]
 async fn forward_passes_the_key_on() {
     let m = mock(MockConfig::new("b0").ttft(Duration::ZERO).tokens(1)).await;
