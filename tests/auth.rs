@@ -222,6 +222,87 @@ async fn ollama_lists_of_models_held_and_loaded_are_filtered_by_key() {
 }
 
 #[tokio::test]
+async fn model_management_is_held_to_the_models_of_the_key() {
+    let m = mock(MockConfig::new("b0").models(["llama3", "qwen2.5"])).await;
+    let keys = yaml(&format!(
+        "[{{ name: alice, sha256: {}, models: [\"llama3*\"] }},\n \
+         {{ name: bob, sha256: {} }}]",
+        sha256(ALICE),
+        sha256(BOB)
+    ));
+    let proxy = Proxy::start(|addr| {
+        Fleet::new(addr)
+            .set("auth.keys", keys.clone())
+            .pool(
+                Pool::new("one").backend(Backend::of(&m).set("models", yaml("[llama3, qwen2.5]"))),
+            )
+            .yaml()
+    })
+    .await;
+    let send = |method: &str, path: &str, key: &str, body: &'static str| {
+        client()
+            .request(method.parse().unwrap(), proxy.url(path))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Every management path counts in the mock's bucket of other paths,
+    // where health checks and discovery never land.
+    let managed = || m.stats().requests_to("/api/pull");
+    let before = managed();
+    for (method, path, body) in [
+        ("DELETE", "/api/delete", r#"{"model":"qwen2.5"}"#),
+        ("DELETE", "/api/delete", r#"{"name":"qwen2.5"}"#),
+        ("POST", "/api/pull", r#"{"model":"qwen2.5"}"#),
+        ("POST", "/api/push", r#"{"model":"qwen2.5"}"#),
+        // Under a name the key may use, it would be the same model.
+        (
+            "POST",
+            "/api/copy",
+            r#"{"source":"qwen2.5","destination":"llama3-q"}"#,
+        ),
+        (
+            "POST",
+            "/api/copy",
+            r#"{"source":"llama3","destination":"qwen2.5"}"#,
+        ),
+        (
+            "POST",
+            "/api/create",
+            r#"{"model":"llama3-q","from":"qwen2.5"}"#,
+        ),
+        (
+            "POST",
+            "/api/create",
+            r#"{"model":"llama3-q","modelfile":"FROM qwen2.5\n"}"#,
+        ),
+    ] {
+        let resp = send(method, path, ALICE, body).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 403, "{method} {path} {body}");
+        let v = json_of(resp).await;
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains("may not use the model 'qwen2.5'"), "{v}");
+    }
+    // A body that names nothing is not a way around the check.
+    for body in ["", "{}", "not json"] {
+        let resp = send("DELETE", "/api/delete", ALICE, body).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{body:?}");
+    }
+    assert_eq!(managed(), before, "a refused request reached the backend");
+
+    // Its own models, and any model for a key without a models list, go
+    // through with their bodies as sent.
+    let body = r#"{"model":"llama3.1:8b","stream":false}"#;
+    send("POST", "/api/pull", ALICE, body).await.unwrap();
+    assert_eq!(m.stats().last_body(), body);
+    let body = r#"{"model":"qwen2.5","stream":false}"#;
+    send("POST", "/api/pull", BOB, body).await.unwrap();
+    assert_eq!(m.stats().last_body(), body);
+    assert_eq!(managed(), before + 2);
+}
+
+#[tokio::test]
 async fn forward_passes_the_key_on() {
     let m = mock(MockConfig::new("b0").ttft(Duration::ZERO).tokens(1)).await;
     let keys = yaml(&format!("[{{ name: alice, sha256: {} }}]", sha256(ALICE)));
