@@ -109,14 +109,39 @@ async fn keys_let_in_refuse_and_filter_and_never_travel_or_show() {
         assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
         assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
     }
-    // Ollama's API gets its own shape.
-    let resp = post_json(
-        &client(),
-        &proxy.url("/api/chat"),
-        r#"{"model":"llama3","messages":[]}"#,
-    )
-    .await;
+    // Each 401 carries RFC 6750's challenge: an error code only when a key
+    // came and was wrong.
+    let challenge = |resp: &reqwest::Response| {
+        let value = resp.headers().get("www-authenticate");
+        value.map(|v| v.to_str().unwrap().to_string())
+    };
+    let body = r#"{"model":"llama3","messages":[]}"#;
+    let resp = post_json(&client(), &chat_url, body).await;
     assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(
+        challenge(&resp).as_deref(),
+        Some(r#"Bearer realm="switchyard""#)
+    );
+    let resp = client()
+        .post(&chat_url)
+        .header("x-api-key", "sk-wrong")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let wrong = challenge(&resp).unwrap_or_default();
+    assert!(
+        wrong.starts_with(r#"Bearer realm="switchyard", error="invalid_token""#),
+        "{wrong}"
+    );
+    // Ollama's API gets its own shape, and the same challenge.
+    let resp = post_json(&client(), &proxy.url("/api/chat"), body).await;
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(
+        challenge(&resp).as_deref(),
+        Some(r#"Bearer realm="switchyard""#)
+    );
     let body = json_of(resp).await;
     assert!(
         body["error"].as_str().unwrap().contains("API key"),
@@ -141,7 +166,17 @@ async fn keys_let_in_refuse_and_filter_and_never_travel_or_show() {
         "the key reached the backend: {headers:?}"
     );
 
-    // A key limited to llama3* asking for qwen: 403.
+    // A key limited to llama3* asking for qwen: 403, no challenge (the key
+    // is good; another would not help).
+    let resp = client()
+        .post(&chat_url)
+        .bearer_auth(ALICE)
+        .body(r#"{"model":"qwen2.5","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(challenge(&resp), None);
     let (status, body) = chat_as(&chat_url, "qwen2.5", Some(ALICE)).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "model_not_allowed", "{body}");

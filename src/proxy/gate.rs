@@ -41,10 +41,8 @@ pub(super) async fn authenticate(
             ctx.key = Some(key.clone());
             return Ok(true);
         }
-        Err(Denied::Missing) => Refusal::InvalidApiKey(
-            "no API key: send it as Authorization: Bearer KEY, or in x-api-key",
-        ),
-        Err(Denied::Unknown) => Refusal::InvalidApiKey("the API key is not valid"),
+        Err(Denied::Missing) => Refusal::MissingApiKey,
+        Err(Denied::Unknown) => Refusal::InvalidApiKey,
     };
     refuse(session, ctx, &refusal).await?;
     Ok(false)
