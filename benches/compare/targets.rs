@@ -73,6 +73,9 @@ pub struct Launch<'a> {
     pub workers: usize,
     /// Terminate TLS with this certificate (workloads 7 and 8).
     pub tls: Option<&'a TlsFiles>,
+    /// YAML appended to Switchyard's configuration: the `auth` and
+    /// `limits` of workload 9.
+    pub switchyard_extra: &'a str,
 }
 
 /// One measured target, running. Dropping it kills the proxy.
@@ -183,7 +186,8 @@ pools:
       - {{ name: mock, url: "http://{backend}" }}
 routes:
   - {{ pool: chat }}
-"#,
+{extra}"#,
+        extra = launch.switchyard_extra,
         dir = dir.display(),
         backend = launch.backend,
         workers = launch.workers,
