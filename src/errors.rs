@@ -2,7 +2,7 @@
 //!
 //! A [`Refusal`] says why a request was not (or could not be) served; its
 //! one `impl` maps it to the HTTP status, OpenAI's `error.type`, a stable
-//! `error.code`, `Retry-After`, and the body: OpenAI's
+//! `error.code`, `Retry-After`, `WWW-Authenticate`, and the body: OpenAI's
 //! `{"error":{"message","type","code"}}`, or Ollama's `{"error":"..."}` for
 //! requests to Ollama's API (`/api/*`), whose clients read only that. The
 //! public contract of Switchyard's own errors can be read in this file.
@@ -53,8 +53,10 @@ pub enum Refusal {
     InvalidModel(String),
 
     // Who sent it, and how much.
-    #[error("{0}")]
-    InvalidApiKey(&'static str),
+    #[error("no API key: send it as Authorization: Bearer KEY, or in x-api-key")]
+    MissingApiKey,
+    #[error("the API key is not valid")]
+    InvalidApiKey,
     #[error("this key may not use {what}")]
     ModelNotAllowed { what: String },
     #[error("rate limit reached: {limit} per {scope}; retry in {retry_after}s")]
@@ -129,7 +131,7 @@ impl Refusal {
         match self {
             BadRequest | InvalidMethod(_) | InvalidHost | InvalidRequestLine | InvalidJson(_)
             | ModelRequired | InvalidModel(_) => 400,
-            InvalidApiKey(_) => 401,
+            MissingApiKey | InvalidApiKey => 401,
             PerBackendOperation { .. } | ModelNotAllowed { .. } => 403,
             NoRoute { .. } | ModelNotFound { .. } => 404,
             MethodNotAllowed(_) => 405,
@@ -186,7 +188,7 @@ impl Refusal {
             InvalidJson(_) => "invalid_json",
             ModelRequired => "model_required",
             InvalidModel(_) => "invalid_model",
-            InvalidApiKey(_) => "invalid_api_key",
+            MissingApiKey | InvalidApiKey => "invalid_api_key",
             ModelNotAllowed { .. } => "model_not_allowed",
             RateLimited { .. } => "rate_limit_exceeded",
             LimitStoreUnavailable => "limit_store_unavailable",
@@ -220,6 +222,20 @@ impl Refusal {
                 | LimitStoreUnavailable
         )
         .then_some(1)
+    }
+
+    /// `WWW-Authenticate` of a `401`, as RFC 6750 has it for bearer
+    /// tokens: the scheme and realm when no key came, and `invalid_token`
+    /// when the key that came is not one. (`x-api-key` clients read the
+    /// body; the challenge is for HTTP clients and tools that look for it.)
+    pub fn challenge(&self) -> Option<&'static str> {
+        match self {
+            Refusal::MissingApiKey => Some(r#"Bearer realm="switchyard""#),
+            Refusal::InvalidApiKey => Some(
+                r#"Bearer realm="switchyard", error="invalid_token", error_description="the API key is not valid""#,
+            ),
+            _ => None,
+        }
     }
 
     /// The body, in `shape`, naming the request by `request_id` when there
@@ -268,6 +284,9 @@ impl Refusal {
         if let Some(secs) = self.retry_after() {
             head.push_str(&format!("retry-after: {secs}\r\n"));
         }
+        if let Some(challenge) = self.challenge() {
+            head.push_str(&format!("www-authenticate: {challenge}\r\n"));
+        }
         head.push_str("\r\n");
         let mut out = head.into_bytes();
         out.extend_from_slice(&body);
@@ -299,6 +318,9 @@ impl Refusal {
         let body = self.body(shape, request_id);
         let status = self.status();
         let mut header = json_header(status, body.len(), self.retry_after(), request_id)?;
+        if let Some(challenge) = self.challenge() {
+            header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+        }
         extra(&mut header)?;
         session
             .write_response_header(Box::new(header), false)
@@ -422,6 +444,22 @@ mod tests {
         assert_eq!(down.to_string(), "no healthy backend in pool 'p'");
         assert_eq!(Refusal::ModelRequired.retry_after(), None);
         assert_eq!(Refusal::LoopDetected.status(), 508);
+        assert_eq!(
+            (
+                Refusal::MissingApiKey.status(),
+                Refusal::InvalidApiKey.code()
+            ),
+            (401, "invalid_api_key")
+        );
+        // RFC 6750: no error code when no credentials came.
+        assert_eq!(
+            Refusal::MissingApiKey.challenge(),
+            Some(r#"Bearer realm="switchyard""#)
+        );
+        assert!(Refusal::InvalidApiKey
+            .challenge()
+            .is_some_and(|c| c.starts_with("Bearer ") && c.contains(r#"error="invalid_token""#)));
+        assert_eq!(Refusal::ModelRequired.challenge(), None);
     }
 
     #[test]

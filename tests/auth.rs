@@ -109,14 +109,39 @@ async fn keys_let_in_refuse_and_filter_and_never_travel_or_show() {
         assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
         assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
     }
-    // Ollama's API gets its own shape.
-    let resp = post_json(
-        &client(),
-        &proxy.url("/api/chat"),
-        r#"{"model":"llama3","messages":[]}"#,
-    )
-    .await;
+    // Each 401 carries RFC 6750's challenge: an error code only when a key
+    // came and was wrong.
+    let challenge = |resp: &reqwest::Response| {
+        let value = resp.headers().get("www-authenticate");
+        value.map(|v| v.to_str().unwrap().to_string())
+    };
+    let body = r#"{"model":"llama3","messages":[]}"#;
+    let resp = post_json(&client(), &chat_url, body).await;
     assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(
+        challenge(&resp).as_deref(),
+        Some(r#"Bearer realm="switchyard""#)
+    );
+    let resp = client()
+        .post(&chat_url)
+        .header("x-api-key", "sk-wrong")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let wrong = challenge(&resp).unwrap_or_default();
+    assert!(
+        wrong.starts_with(r#"Bearer realm="switchyard", error="invalid_token""#),
+        "{wrong}"
+    );
+    // Ollama's API gets its own shape, and the same challenge.
+    let resp = post_json(&client(), &proxy.url("/api/chat"), body).await;
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(
+        challenge(&resp).as_deref(),
+        Some(r#"Bearer realm="switchyard""#)
+    );
     let body = json_of(resp).await;
     assert!(
         body["error"].as_str().unwrap().contains("API key"),
@@ -141,7 +166,17 @@ async fn keys_let_in_refuse_and_filter_and_never_travel_or_show() {
         "the key reached the backend: {headers:?}"
     );
 
-    // A key limited to llama3* asking for qwen: 403.
+    // A key limited to llama3* asking for qwen: 403, no challenge (the key
+    // is good; another would not help).
+    let resp = client()
+        .post(&chat_url)
+        .bearer_auth(ALICE)
+        .body(r#"{"model":"qwen2.5","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(challenge(&resp), None);
     let (status, body) = chat_as(&chat_url, "qwen2.5", Some(ALICE)).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "model_not_allowed", "{body}");
@@ -175,6 +210,131 @@ async fn keys_let_in_refuse_and_filter_and_never_travel_or_show() {
             "a presented key in a log:\n{text}"
         );
     }
+}
+
+/// The `name` of each entry of an Ollama list (`/api/tags`, `/api/ps`).
+async fn ollama_names(url: &str, key: &str) -> Vec<String> {
+    let v = json_of(client().get(url).bearer_auth(key).send().await.unwrap()).await;
+    v["models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{url}: {v}"))
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn ollama_lists_of_models_held_and_loaded_are_filtered_by_key() {
+    // Each mock has its first model loaded: llama3 on one, qwen2.5 on the
+    // other.
+    let a = mock(MockConfig::new("a").models(["llama3", "qwen2.5"])).await;
+    let b = mock(MockConfig::new("b").models(["qwen2.5"])).await;
+    let keys = yaml(&format!(
+        "[{{ name: alice, sha256: {}, models: [\"llama3*\"] }},\n \
+         {{ name: bob, sha256: {} }}]",
+        sha256(ALICE),
+        sha256(BOB)
+    ));
+    let proxy = Proxy::start(|addr| {
+        Fleet::new(addr)
+            .set("auth.keys", keys.clone())
+            .pool(
+                Pool::new("chat")
+                    .backend(Backend::of(&a).set("models", yaml("[llama3, qwen2.5]")))
+                    .backend(Backend::of(&b).set("models", yaml("[qwen2.5]"))),
+            )
+            .yaml()
+    })
+    .await;
+    let ps = proxy.url("/api/ps");
+    assert_eq!(ollama_names(&ps, BOB).await, ["llama3", "qwen2.5"]);
+    assert_eq!(ollama_names(&ps, ALICE).await, ["llama3"]);
+    let tags = proxy.url("/api/tags");
+    assert_eq!(ollama_names(&tags, BOB).await, ["llama3", "qwen2.5"]);
+    assert_eq!(ollama_names(&tags, ALICE).await, ["llama3"]);
+    let resp = client().get(&ps).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn model_management_is_held_to_the_models_of_the_key() {
+    let m = mock(MockConfig::new("b0").models(["llama3", "qwen2.5"])).await;
+    let keys = yaml(&format!(
+        "[{{ name: alice, sha256: {}, models: [\"llama3*\"] }},\n \
+         {{ name: bob, sha256: {} }}]",
+        sha256(ALICE),
+        sha256(BOB)
+    ));
+    let proxy = Proxy::start(|addr| {
+        Fleet::new(addr)
+            .set("auth.keys", keys.clone())
+            .pool(
+                Pool::new("one").backend(Backend::of(&m).set("models", yaml("[llama3, qwen2.5]"))),
+            )
+            .yaml()
+    })
+    .await;
+    let send = |method: &str, path: &str, key: &str, body: &'static str| {
+        client()
+            .request(method.parse().unwrap(), proxy.url(path))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Every management path counts in the mock's bucket of other paths,
+    // where health checks and discovery never land.
+    let managed = || m.stats().requests_to("/api/pull");
+    let before = managed();
+    for (method, path, body) in [
+        ("DELETE", "/api/delete", r#"{"model":"qwen2.5"}"#),
+        ("DELETE", "/api/delete", r#"{"name":"qwen2.5"}"#),
+        ("POST", "/api/pull", r#"{"model":"qwen2.5"}"#),
+        ("POST", "/api/push", r#"{"model":"qwen2.5"}"#),
+        // Under a name the key may use, it would be the same model.
+        (
+            "POST",
+            "/api/copy",
+            r#"{"source":"qwen2.5","destination":"llama3-q"}"#,
+        ),
+        (
+            "POST",
+            "/api/copy",
+            r#"{"source":"llama3","destination":"qwen2.5"}"#,
+        ),
+        (
+            "POST",
+            "/api/create",
+            r#"{"model":"llama3-q","from":"qwen2.5"}"#,
+        ),
+        (
+            "POST",
+            "/api/create",
+            r#"{"model":"llama3-q","modelfile":"FROM qwen2.5\n"}"#,
+        ),
+    ] {
+        let resp = send(method, path, ALICE, body).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 403, "{method} {path} {body}");
+        let v = json_of(resp).await;
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains("may not use the model 'qwen2.5'"), "{v}");
+    }
+    // A body that names nothing is not a way around the check.
+    for body in ["", "{}", "not json"] {
+        let resp = send("DELETE", "/api/delete", ALICE, body).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{body:?}");
+    }
+    assert_eq!(managed(), before, "a refused request reached the backend");
+
+    // Its own models, and any model for a key without a models list, go
+    // through with their bodies as sent.
+    let body = r#"{"model":"llama3.1:8b","stream":false}"#;
+    send("POST", "/api/pull", ALICE, body).await.unwrap();
+    assert_eq!(m.stats().last_body(), body);
+    let body = r#"{"model":"qwen2.5","stream":false}"#;
+    send("POST", "/api/pull", BOB, body).await.unwrap();
+    assert_eq!(m.stats().last_body(), body);
+    assert_eq!(managed(), before + 2);
 }
 
 #[tokio::test]

@@ -53,6 +53,8 @@ pub struct Client {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// A new connection for every request (workload 8).
     fresh: bool,
+    /// `Authorization: Bearer KEY` on every request (workload 10).
+    key: Option<http::HeaderValue>,
 }
 
 impl Client {
@@ -74,6 +76,15 @@ impl Client {
             stream: body(true),
             tls: None,
             fresh: false,
+            key: None,
+        }
+    }
+
+    /// The same requests, carrying the API key `key`.
+    pub fn with_key(self, key: &str) -> Self {
+        Client {
+            key: http::HeaderValue::try_from(format!("Bearer {key}")).ok(),
+            ..self
         }
     }
 
@@ -89,12 +100,15 @@ impl Client {
 
     fn request(&self, stream: bool) -> Result<Request<Full<Bytes>>, BoxError> {
         let body = if stream { &self.stream } else { &self.plain };
-        Ok(Request::builder()
+        let mut req = Request::builder()
             .method(Method::POST)
             .uri("/v1/chat/completions")
             .header(HOST, &self.host)
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body.clone()))?)
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(key) = &self.key {
+            req = req.header(http::header::AUTHORIZATION, key);
+        }
+        Ok(req.body(Full::new(body.clone()))?)
     }
 
     /// Opens one keep-alive connection; its driver runs as its own task and

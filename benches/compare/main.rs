@@ -15,6 +15,7 @@
 //! - `backend`: the static backend of workload 6 (nginx `return 200`).
 //! - `tls`: the certificate and client settings of workloads 7 and 8.
 //! - `https`: workload 9, the proxies reaching the static backend over TLS.
+//! - `redis`: the `redis-server` of workload 10, and its own round trip.
 //! - `phases`: the workloads, in interleaved rounds.
 //! - `load`: the load generator (hyper client connections).
 //! - `procfs`: CPU time, memory and machine facts from `/proc`.
@@ -37,6 +38,7 @@ mod load;
 mod phases;
 mod process;
 mod procfs;
+mod redis;
 mod report;
 mod samples;
 mod targets;
@@ -54,7 +56,7 @@ use tokio::runtime::Runtime;
 use backend::StaticBackend;
 use cpus::CpuPlan;
 use load::{Client, Window};
-use phases::{Bench, Plan};
+use phases::{Bench, EdgeRun, Plan, Variant};
 use report::Results;
 use targets::{Kind, Launch, Target};
 
@@ -107,7 +109,10 @@ struct Args {
     /// static backend of their own; they are not in the default run. 9
     /// (the proxies talk HTTPS to a static backend of their own,
     /// kept-alive; upstream reuse from Switchyard's metrics and the
-    /// backend's accepts) is not in the default run either.
+    /// backend's accepts) is not in the default run either, nor is 10
+    /// (what an API key and a request limit cost, local and in Redis:
+    /// three Switchyard processes in front of a static backend, and a
+    /// `redis-server`).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,6")]
     workloads: Vec<u8>,
     /// `auto`: proxies and harness on separate CPUs when there are at least
@@ -229,6 +234,7 @@ fn run(args: Args) -> Result<(), String> {
         workers,
         tls: None,
         upstream_tls: None,
+        switchyard_extra: "",
     };
     let mut results = Results::default();
     let running = start_targets(&kinds, &launch, "", &mut results);
@@ -294,6 +300,17 @@ fn run(args: Args) -> Result<(), String> {
             &mut results,
         )
     });
+    let edge_run = if args.workloads.contains(&10) {
+        start_edge(
+            &launch,
+            &load_rt,
+            plan_cpus.harness.as_deref(),
+            (hc / 2).max(1),
+            &mut results,
+        )
+    } else {
+        None
+    };
     let started = std::time::Instant::now();
     let results = load_rt.block_on(async {
         if let (Some((_, targets)), Some(files)) = (&tls_run, &tls_files) {
@@ -321,11 +338,23 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
         let behind_static = static_run.iter().flat_map(|(_, targets)| targets);
+        let edge = edge_run
+            .iter()
+            .flat_map(|e| e.targets.iter().map(|(_, t)| t));
         for t in running.iter().chain(behind_static) {
             if let Err(e) = load::Client::new(t.addr).probe().await {
                 return Err(format!(
                     "{} does not answer: {e}\n{}",
                     t.kind.label(),
+                    t.log_tail()
+                ));
+            }
+        }
+        for t in edge {
+            let client = load::Client::new(t.addr).with_key(phases::EDGE_KEY);
+            if let Err(e) = client.probe().await {
+                return Err(format!(
+                    "workload 10's Switchyard does not answer: {e}\n{}",
                     t.log_tail()
                 ));
             }
@@ -350,6 +379,7 @@ fn run(args: Args) -> Result<(), String> {
             (7, "TLS termination, kept-alive connections"),
             (8, "TLS handshake per request"),
             (9, "HTTPS to the backend, kept-alive connections"),
+            (10, "API key and request limit, local and in Redis"),
         ] {
             if !w.contains(&n) {
                 continue;
@@ -376,6 +406,11 @@ fn run(args: Args) -> Result<(), String> {
                         bench.https_saturation(targets, backend, &client).await;
                     }
                 }
+                10 => {
+                    if let Some(run) = &edge_run {
+                        bench.edge_cost(run).await;
+                    }
+                }
                 1 => bench.saturation().await,
                 2 => bench.fixed_rate().await,
                 3 => bench.streaming().await,
@@ -388,9 +423,13 @@ fn run(args: Args) -> Result<(), String> {
     for (_, targets) in static_run.iter().chain(&tls_run).chain(&https_run) {
         shown.extend(targets.iter().map(|t| t.kind));
     }
+    if edge_run.is_some() {
+        shown.push(Kind::Switchyard);
+    }
     shown.sort();
     shown.dedup();
     drop(https_run);
+    drop(edge_run);
     drop(tls_run);
     drop(static_run);
     drop(running);
@@ -502,6 +541,59 @@ fn start_static(
     };
     let targets = start_targets(kinds, &launch, &format!("{workload}. "), results);
     Some((backend, targets))
+}
+
+/// Workload 10's static backend, `redis-server` and three Switchyard
+/// processes in front of the backend (see `phases::edge_cost`). `None`,
+/// with a note, if the backend or the keyless proxy cannot run; without
+/// Redis, its variant is left out, with a note.
+fn start_edge(
+    launch: &Launch,
+    load_rt: &Runtime,
+    cpus: Option<&str>,
+    workers: usize,
+    results: &mut Results,
+) -> Option<EdgeRun> {
+    let (backend, mut plain) = start_static(
+        &[Kind::Switchyard],
+        launch,
+        load_rt,
+        cpus,
+        workers,
+        "10",
+        results,
+    )?;
+    let plain = plain.pop()?;
+    let redis = match redis::RedisServer::start(&launch.dir.join("static-10/redis"), cpus) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("compare: workload 10 without Redis: {e}");
+            results.note(format!("10. key + Redis limit skipped: {e}"));
+            None
+        }
+    };
+    let mut targets = vec![(Variant::NoKey, plain)];
+    for v in [Variant::LocalLimit, Variant::RedisLimit] {
+        if v == Variant::RedisLimit && redis.is_none() {
+            continue;
+        }
+        let extra = v.config(redis.as_ref());
+        let dir = launch.dir.join(format!("static-10/{v:?}"));
+        let _ = std::fs::create_dir_all(&dir);
+        let launch = Launch {
+            backend: backend.addr,
+            dir: &dir,
+            switchyard_extra: &extra,
+            ..*launch
+        };
+        let mut started = start_targets(&[Kind::Switchyard], &launch, "10. ", results);
+        targets.extend(started.pop().map(|t| (v, t)));
+    }
+    Some(EdgeRun {
+        _backend: backend,
+        redis,
+        targets,
+    })
 }
 
 /// Where the `switchyard` binary is. Cargo builds the package's binaries

@@ -17,8 +17,11 @@ use crate::load::{self, Client, Window};
 use crate::report::{Ratios, Results};
 use crate::targets::{Kind, Target};
 
+mod edge_cost;
 mod hold;
 mod saturation;
+
+pub use edge_cost::{EdgeRun, Variant, KEY as EDGE_KEY};
 
 use saturation::SAT;
 

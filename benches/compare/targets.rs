@@ -76,6 +76,9 @@ pub struct Launch<'a> {
     pub tls: Option<&'a TlsFiles>,
     /// Reach the backend over TLS, trusting this certificate (workload 9).
     pub upstream_tls: Option<&'a TlsFiles>,
+    /// YAML appended to Switchyard's configuration: the `auth` and
+    /// `limits` of workload 10.
+    pub switchyard_extra: &'a str,
 }
 
 /// One measured target, running. Dropping it kills the proxy.
@@ -207,7 +210,8 @@ pools:
       - {backend}
 routes:
   - {{ pool: chat }}
-{admin}"#,
+{admin}{extra}"#,
+        extra = launch.switchyard_extra,
         dir = dir.display(),
         workers = launch.workers,
     );

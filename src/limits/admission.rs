@@ -128,20 +128,33 @@ fn release_local(buckets: &[(LimitSet, Bucket)]) {
     }
 }
 
+/// The `x-ratelimit-*` names (limit, remaining, reset) of requests and of
+/// tokens: static, so that writing them on every admitted request formats
+/// and allocates no name.
+const NAMES: [[&str; 3]; 2] = [
+    [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    ],
+    [
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ],
+];
+
 /// Writes the `x-ratelimit-*` headers of `requests` and `tokens`.
 pub fn write_windows(
     response: &mut ResponseHeader,
     requests: Option<Window>,
     tokens: Option<Window>,
 ) -> pingora_error::Result<()> {
-    for (kind, window) in [("requests", requests), ("tokens", tokens)] {
+    for ([limit, remaining, reset], window) in NAMES.into_iter().zip([requests, tokens]) {
         let Some(w) = window else { continue };
-        response.insert_header(format!("x-ratelimit-limit-{kind}"), w.limit.to_string())?;
-        response.insert_header(
-            format!("x-ratelimit-remaining-{kind}"),
-            w.remaining.to_string(),
-        )?;
-        response.insert_header(format!("x-ratelimit-reset-{kind}"), reset_text(w.reset))?;
+        response.insert_header(limit, http::HeaderValue::from(w.limit))?;
+        response.insert_header(remaining, http::HeaderValue::from(w.remaining))?;
+        response.insert_header(reset, reset_text(w.reset))?;
     }
     Ok(())
 }

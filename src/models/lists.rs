@@ -440,6 +440,7 @@ mod tests {
             gate.notified().await;
             Arc::new(PsRound {
                 merged: Bytes::from(n.to_string()),
+                entries: Vec::new(),
                 backends: Vec::new(),
             })
         };

@@ -43,12 +43,24 @@ pub struct LoadedModel {
 pub struct PsRound {
     /// The merged answer Switchyard gives `GET /api/ps`.
     pub merged: Bytes,
+    /// Its entries, one per model, for a caller that may see only some.
+    pub entries: Vec<Value>,
     /// Each backend asked, by address, with its loaded models; `None` when
     /// it did not answer as Ollama does (a vLLM server answers 404).
     pub backends: Vec<(SocketAddr, Option<Vec<LoadedModel>>)>,
 }
 
 impl PsRound {
+    /// `GET /api/ps` with only the entries whose model `keep` passes.
+    pub fn merged_where(&self, keep: &dyn Fn(&str) -> bool) -> Bytes {
+        let models: Vec<&Value> = self
+            .entries
+            .iter()
+            .filter(|e| ps_name(e).is_some_and(keep))
+            .collect();
+        Bytes::from(json!({ "models": models }).to_string())
+    }
+
     /// What `addr` has loaded, if it was asked and answered.
     pub fn of(&self, addr: SocketAddr) -> Option<&[LoadedModel]> {
         self.backends
@@ -102,15 +114,21 @@ fn round(lists: Vec<(SocketAddr, Option<Vec<Value>>)>) -> PsRound {
     let merged = entries::merge_ps(lists.into_iter().filter_map(|(_, l)| l));
     PsRound {
         merged: Bytes::from(json!({ "models": merged }).to_string()),
+        entries: merged,
         backends,
     }
 }
 
-fn loaded_model(entry: &Value) -> Option<LoadedModel> {
-    let name = entry
+/// The model an `/api/ps` entry is about: its `name`, else its `model`.
+fn ps_name(entry: &Value) -> Option<&str> {
+    entry
         .get("name")
         .or_else(|| entry.get("model"))
-        .and_then(Value::as_str)?;
+        .and_then(Value::as_str)
+}
+
+fn loaded_model(entry: &Value) -> Option<LoadedModel> {
+    let name = ps_name(entry)?;
     Some(LoadedModel {
         name: name.to_string(),
         size_vram: entry.get("size_vram").and_then(Value::as_u64),
@@ -151,6 +169,8 @@ mod tests {
             .map(|m| m.get("name").or(m.get("model")).unwrap().as_str().unwrap())
             .collect();
         assert_eq!(names, ["llama3", "qwen"]);
+        let only_qwen: Value = serde_json::from_slice(&r.merged_where(&|m| m == "qwen")).unwrap();
+        assert_eq!(only_qwen, json!({"models": [{"model": "qwen"}]}));
         assert_eq!(
             r.of(a).unwrap(),
             [LoadedModel {

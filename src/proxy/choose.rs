@@ -52,7 +52,11 @@ pub(super) async fn answer_list(
         (ListKind::OllamaTags, Some(keep)) => {
             lists::ollama_tags(&lists.models_where(snapshot, keep))
         }
-        (ListKind::OllamaPs, _) => lists.ollama_ps(snapshot).await,
+        (ListKind::OllamaPs, None) => lists.ollama_ps(snapshot).await,
+        (ListKind::OllamaPs, Some(keep)) => lists
+            .loaded(snapshot)
+            .await
+            .merged_where(&|name| keep(&ModelEntry::named(name))),
     };
     send_json(session, 200, body, None, request_id)
         .await

@@ -198,7 +198,12 @@ impl ProxyHttp for Switchyard {
                     return Ok(true);
                 }
             }
-            Endpoint::Management | Endpoint::Pass => {}
+            Endpoint::Management => {
+                if !gate::check_managed_models(session, ctx, &snapshot).await? {
+                    return Ok(true);
+                }
+            }
+            Endpoint::Pass => {}
         }
         ctx.max_body = max_body;
         let path = session.req_header().uri.path().to_string();

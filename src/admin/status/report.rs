@@ -395,6 +395,7 @@ mod tests {
         ]);
         let loaded = PsRound {
             merged: Default::default(),
+            entries: Vec::new(),
             backends: vec![(
                 a.spec.addr,
                 Some(vec![LoadedModel {
