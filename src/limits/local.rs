@@ -119,13 +119,15 @@ impl Local {
                 }
             }
         }
-        let now = self.nanos();
+        // The clock is read only when a token bucket needs it.
+        let mut now = None;
         let refuse = |subject: &Subject, limit, wait| {
             buckets.iter().for_each(|(s, b)| b.release(s.set));
             Refused::new(subject, limit, wait)
         };
         for (subject, bucket) in buckets {
             if let Some(rate) = subject.set.tokens {
+                let now = *now.get_or_insert_with(|| self.nanos());
                 let window = bucket.tokens(rate, now);
                 checked.tokens = Some(Window::tighter(checked.tokens, window.0));
                 if let Some(wait) = window.1 {
