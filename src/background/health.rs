@@ -45,7 +45,7 @@ async fn check_some(pool: &Pool, which: impl Fn(&Upstream) -> bool) {
         .iter()
         .filter(|up| which(up))
         .filter_map(|up| {
-            let probe = probe(spec, &up.spec)?;
+            let probe = up.probe.get_or_init(|| probe(spec, &up.spec)).clone()?;
             let up = up.clone();
             let pool_name = pool.spec.name.clone();
             let spec = spec.clone();

@@ -19,13 +19,14 @@ use crate::metrics::window::RequestWindow;
 use crate::models::BackendModels;
 use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::health_check::HealthCheck;
 use pingora_load_balancing::selection::{
     BackendIter, BackendSelection, Consistent, Random, RoundRobin,
 };
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// How many candidates one selection may look at. Ketama walks its ring
 /// node by node (160 points per unit of weight), so this must be well above
@@ -47,6 +48,11 @@ pub struct Upstream {
     /// The last minute of its requests, for `/status`; shared with the
     /// previous snapshot, like its health.
     pub window: Arc<RequestWindow>,
+    /// Its health probe, made on its first check and kept for this
+    /// snapshot's life: making one builds Pingora's connector, and with it
+    /// the TLS settings and the system's trusted roots, which is too much
+    /// to do every check round. A reload makes new ones.
+    pub probe: OnceLock<Option<Arc<dyn HealthCheck + Send + Sync>>>,
 }
 
 impl Upstream {
@@ -180,6 +186,7 @@ impl Pool {
                     in_flight: shared.in_flight.counter(b.addr),
                     circuit: circuit_of(b),
                     window: window_of(b),
+                    probe: OnceLock::new(),
                 })
             })
             .collect();
