@@ -187,22 +187,6 @@ async fn requests_in_flight_are_capped_and_released_on_end_or_cancel() {
     );
 }
 
-/// Connects from `source` to `addr`, sends a request, and returns what
-/// comes back before the connection closes.
-async fn exchange_from(source: &str, addr: std::net::SocketAddr) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(format!("{source}:0").parse().unwrap())?;
-    let mut stream = socket.connect(addr).await?;
-    let _ = stream
-        .write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "the connection was left open");
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
 #[tokio::test]
 async fn a_denied_address_is_closed_before_its_request_is_read() {
     let m = mock(MockConfig::new("b0").ttft(Duration::ZERO).tokens(1)).await;

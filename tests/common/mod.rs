@@ -117,6 +117,22 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Connects from `source` to `addr`, sends a request, and returns what
+/// comes back before the connection closes.
+pub async fn exchange_from(source: &str, addr: std::net::SocketAddr) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().unwrap())?;
+    let mut stream = socket.connect(addr).await?;
+    let _ = stream
+        .write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the connection was left open");
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Starts `n` mock backends named b0, b1, ... that answer at once, for
 /// tests that count requests rather than time them.
 pub async fn mocks(n: usize) -> Vec<MockServer> {
