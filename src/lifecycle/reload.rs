@@ -115,10 +115,12 @@ impl Reloader {
         // a pool whose backends were all replaced serves from the first
         // request after the reload, not after the next round of checks.
         background::health::check_new(&next).await;
+        // Recorded first, so that whoever sees the new generation (the
+        // status page) also sees its reload.
+        self.history.applied(generation, summary, &fixed);
         self.state.publish(next);
         self.configure_access_log(access_log).await;
         self.metrics.reloaded(true);
-        self.history.applied(generation, summary, &fixed);
         info!("{line}");
         true
     }
