@@ -101,6 +101,18 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
 /// A secret from the environment variable `name`, named at `path` (the
 /// admin token, an API key).
 pub(super) fn from_env(errors: &mut Errors, path: &str, name: &str) -> Option<Secret> {
+    let value = env_value(errors, path, name)?;
+    token(
+        errors,
+        path,
+        &format!("environment variable {name}"),
+        &value,
+    )
+}
+
+/// The value of the environment variable `name`, named at `path`: for the
+/// admin token, API keys and backends' header values alike.
+pub(super) fn env_value(errors: &mut Errors, path: &str, name: &str) -> Option<String> {
     if name.is_empty() || name.contains(['=', '\0']) {
         errors.push(
             path,
@@ -109,12 +121,7 @@ pub(super) fn from_env(errors: &mut Errors, path: &str, name: &str) -> Option<Se
         return None;
     }
     match std::env::var(name) {
-        Ok(value) => token(
-            errors,
-            path,
-            &format!("environment variable {name}"),
-            &value,
-        ),
+        Ok(value) => Some(value),
         Err(std::env::VarError::NotPresent) => {
             errors.push(path, format!("environment variable {name} is not set"));
             None

@@ -9,6 +9,7 @@
 //! up in backups, tickets and repositories. No message shows a value read
 //! from outside the file; they name the variable or the file.
 
+use super::admin::env_value;
 use super::Errors;
 use crate::config::model::{BackendHeader, HeaderText, Secret, CREDENTIAL_HEADERS};
 use crate::config::raw::{RawHeaderValue, RawValueSource};
@@ -163,30 +164,8 @@ fn read(errors: &mut Errors, path: &str, source: RawValueSource) -> Option<Secre
             return None;
         }
         (Some(name), None) => {
-            if name.is_empty() || name.contains(['=', '\0']) {
-                errors.push(
-                    format!("{path}.env"),
-                    format!("{name:?} is not an environment variable name"),
-                );
-                return None;
-            }
-            match std::env::var(&name) {
-                Ok(value) => (value, format!("environment variable {name}")),
-                Err(std::env::VarError::NotPresent) => {
-                    errors.push(
-                        format!("{path}.env"),
-                        format!("environment variable {name} is not set"),
-                    );
-                    return None;
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    errors.push(
-                        format!("{path}.env"),
-                        format!("environment variable {name} is not valid UTF-8"),
-                    );
-                    return None;
-                }
-            }
+            let value = env_value(errors, &format!("{path}.env"), &name)?;
+            (value, format!("environment variable {name}"))
         }
         (None, Some(file)) => match read_file(&file) {
             Ok(text) => (text, format!("file {file:?}")),
