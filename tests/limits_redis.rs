@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::scrape::Scrape;
+use common::scrape::scrape;
 use common::*;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -87,15 +87,9 @@ async fn statuses(url: &str, n: usize) -> Vec<u16> {
 }
 
 async fn store_errors(admin: u16) -> f64 {
-    let text = client()
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+    scrape(&client(), admin, None)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    Scrape::parse(&text)
         .value("switchyard_limit_store_errors_total", &[])
         .unwrap_or(0.0)
 }

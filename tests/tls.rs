@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::scrape::scrape;
 use common::tls::{handshake, https_client, Issued, Leaf, TestCa};
 use common::*;
 use std::net::SocketAddr;
@@ -294,17 +295,12 @@ async fn a_reload_with_a_broken_certificate_fails_and_the_old_one_serves() {
     // A certificate file that is not PEM.
     std::fs::write(&cert.cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
     proxy.signal("HUP");
-    let metrics = format!("http://127.0.0.1:{admin}/metrics");
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
     wait_until(DEADLINE, "two failed reloads", || async {
-        let text = client()
-            .get(&metrics)
-            .send()
+        scrape(&client(), admin, None)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.contains("switchyard_reloads_total{result=\"failed\"} 2")
+            .value("switchyard_reloads_total", &[("result", "failed")])
+            == Some(2.0)
     })
     .await;
     assert!(proxy.log_text().contains(&format!(
