@@ -53,6 +53,10 @@ pub struct Upstream {
     /// the TLS settings and the system's trusted roots, which is too much
     /// to do every check round. A reload makes new ones.
     pub probe: OnceLock<Option<Arc<dyn HealthCheck + Send + Sync>>>,
+    /// Its name as the `x-switchyard-backend` value, made once rather than
+    /// per response; `None` for a name no header can carry (the file
+    /// allows any string), which is then left out.
+    pub name_header: Option<http::HeaderValue>,
 }
 
 impl Upstream {
@@ -187,6 +191,7 @@ impl Pool {
                     circuit: circuit_of(b),
                     window: window_of(b),
                     probe: OnceLock::new(),
+                    name_header: http::HeaderValue::from_str(&b.name).ok(),
                 })
             })
             .collect();

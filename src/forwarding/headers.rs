@@ -17,6 +17,7 @@ use super::Origin;
 use http::header::HeaderValue;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::net::IpAddr;
 
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
 pub const FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -33,33 +34,16 @@ pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
 /// sent to the backend. `req` starts as a copy of the client's request,
 /// with its headers, less the hop-by-hop ones.
 pub fn to_backend(origin: &Origin, req: &mut RequestHeader) -> Result<()> {
-    req.insert_header(super::REQUEST_ID_HEADER, origin.request_id.as_str())?;
+    req.insert_header(super::REQUEST_ID_HEADER, origin.request_id.clone())?;
     let believed = origin.peer_trusted;
-    let mut chain: Vec<u8> = Vec::new();
-    if believed {
-        for line in req.headers.get_all(FORWARDED_FOR) {
-            if !chain.is_empty() {
-                chain.extend_from_slice(b", ");
-            }
-            chain.extend_from_slice(line.as_bytes());
-        }
-    }
-    if let Some(peer) = origin.peer {
-        if !chain.is_empty() {
-            chain.extend_from_slice(b", ");
-        }
-        chain.extend_from_slice(peer.to_string().as_bytes());
-    }
-    match HeaderValue::from_bytes(&chain) {
-        Ok(value) if !chain.is_empty() => {
-            req.insert_header(FORWARDED_FOR, value)?;
-        }
-        _ => {
+    match forwarded_for(origin, req) {
+        Some(value) => req.insert_header(FORWARDED_FOR, value)?,
+        None => {
             req.remove_header(FORWARDED_FOR);
         }
     }
     if !(believed && req.headers.contains_key(FORWARDED_PROTO)) {
-        req.insert_header(FORWARDED_PROTO, origin.scheme)?;
+        req.insert_header(FORWARDED_PROTO, HeaderValue::from_static(origin.scheme))?;
     }
     if !(believed && req.headers.contains_key(FORWARDED_HOST)) {
         match client_host(req) {
@@ -70,6 +54,68 @@ pub fn to_backend(origin: &Origin, req: &mut RequestHeader) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `X-Forwarded-For` for the backend: what a trusted peer sent, then the
+/// peer; `None` when there is neither (a connection that is not TCP, from
+/// an untrusted peer or one that said nothing).
+fn forwarded_for(origin: &Origin, req: &RequestHeader) -> Option<HeaderValue> {
+    let mut peer = [0u8; MAX_IP_TEXT];
+    let peer = origin.peer.map(|ip| ip_text(ip, &mut peer));
+    let sent = origin
+        .peer_trusted
+        .then(|| req.headers.get_all(FORWARDED_FOR).iter())
+        .into_iter()
+        .flatten();
+    let mut chain: Vec<u8> = Vec::new();
+    for part in sent.map(|v| v.as_bytes()).chain(peer) {
+        if !chain.is_empty() {
+            chain.extend_from_slice(b", ");
+        }
+        chain.extend_from_slice(part);
+    }
+    (!chain.is_empty())
+        .then(|| HeaderValue::from_maybe_shared(bytes::Bytes::from(chain)).ok())
+        .flatten()
+}
+
+/// Room for the longest address text, an IPv6 address with an IPv4 tail.
+const MAX_IP_TEXT: usize = 45;
+
+/// `ip` as text in `buf`: IPv4 by hand, since it is written for nearly
+/// every request and the formatting machinery costs more than the digits.
+fn ip_text(ip: IpAddr, buf: &mut [u8; MAX_IP_TEXT]) -> &[u8] {
+    let mut len = 0;
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in &digits[skip..] {
+                    buf[len] = b'0' + d;
+                    len += 1;
+                }
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            // 45 bytes hold any IPv6 text, so this cannot run out of room.
+            let _ = write!(cursor, "{v6}");
+            len = cursor.position() as usize;
+        }
+    }
+    &buf[..len]
 }
 
 /// The host the client asked for: its `Host` header, or the authority of a
@@ -83,37 +129,45 @@ fn client_host(req: &RequestHeader) -> Option<HeaderValue> {
 }
 
 /// What a response to the client says about the request: its id, and for a
-/// proxied response, when `backend` is given, the backend's name and the
-/// number of backends tried.
+/// proxied response, when `backend` is given, the backend's name (as its
+/// header value, made when the backend was loaded; `None` for a name no
+/// header can carry) and the number of backends tried.
 pub fn to_client(
     resp: &mut ResponseHeader,
-    request_id: Option<&str>,
-    backend: Option<(&str, usize)>,
+    request_id: Option<&HeaderValue>,
+    backend: Option<(Option<&HeaderValue>, usize)>,
 ) -> Result<()> {
     if let Some(id) = request_id {
         // Replaces an id the backend may have sent of its own.
-        resp.insert_header(super::REQUEST_ID_HEADER, id)?;
+        resp.insert_header(super::REQUEST_ID_HEADER, id.clone())?;
     }
     if let Some((name, attempts)) = backend {
-        // A name that cannot be a header value (the file allows any string)
-        // is left out rather than failing the response.
-        if let Ok(name) = HeaderValue::from_str(name) {
-            resp.insert_header(BACKEND_HEADER, name)?;
+        if let Some(name) = name {
+            resp.insert_header(BACKEND_HEADER, name.clone())?;
         }
-        resp.insert_header(ATTEMPTS_HEADER, attempts.to_string())?;
+        resp.insert_header(ATTEMPTS_HEADER, count_value(attempts))?;
     }
     Ok(())
+}
+
+/// A small count as a header value without formatting it: attempts are
+/// bounded by `retries`, which is far below ten in any sane file.
+fn count_value(n: usize) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(n) {
+        Some(digit) => HeaderValue::from_static(digit),
+        None => HeaderValue::from(n),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::IpAddr;
 
     fn origin(peer: &str, trusted: bool) -> Origin {
         let peer: IpAddr = peer.parse().unwrap();
         Origin {
-            request_id: "id-1".into(),
+            request_id: HeaderValue::from_static("id-1"),
             peer: Some(peer),
             client_ip: Some(peer),
             peer_trusted: trusted,
@@ -192,14 +246,39 @@ mod tests {
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("x-request-id", "the-backends-own")
             .unwrap();
-        to_client(&mut resp, Some("id-1"), Some(("gpu-1", 2))).unwrap();
+        let id = HeaderValue::from_static("id-1");
+        let name = HeaderValue::from_static("gpu-1");
+        to_client(&mut resp, Some(&id), Some((Some(&name), 2))).unwrap();
         let h = &resp.headers;
         assert_eq!(h.get("x-request-id").unwrap(), "id-1");
         assert_eq!(h.get(BACKEND_HEADER).unwrap(), "gpu-1");
         assert_eq!(h.get(ATTEMPTS_HEADER).unwrap(), "2");
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        to_client(&mut resp, Some("id-1"), None).unwrap();
+        to_client(&mut resp, Some(&id), None).unwrap();
         assert!(resp.headers.get(BACKEND_HEADER).is_none());
         assert!(resp.headers.get(ATTEMPTS_HEADER).is_none());
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        to_client(&mut resp, Some(&id), Some((None, 12))).unwrap();
+        assert!(resp.headers.get(BACKEND_HEADER).is_none());
+        assert_eq!(resp.headers.get(ATTEMPTS_HEADER).unwrap(), "12");
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        let mut buf = [0u8; MAX_IP_TEXT];
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "203.0.113.45",
+            "::1",
+            "2001:db8::7",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "1111:2222:3333:4444:5555:6666:7777:8888",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes(), "{ip}");
+        }
     }
 }

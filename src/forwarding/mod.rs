@@ -20,6 +20,7 @@ pub mod request_id;
 pub use client::TrustedProxies;
 pub use request_id::REQUEST_ID_HEADER;
 
+use http::HeaderValue;
 use pingora_proxy::Session;
 use std::net::IpAddr;
 
@@ -28,7 +29,7 @@ use std::net::IpAddr;
 pub struct Origin {
     /// Sent to the backend, returned to the client on every response and in
     /// every error body Switchyard writes.
-    pub request_id: String,
+    pub request_id: HeaderValue,
     /// The connection's peer: the client, or the last proxy in front.
     /// `None` only for a connection that is not TCP.
     pub peer: Option<IpAddr>,
@@ -40,6 +41,14 @@ pub struct Origin {
     pub peer_trusted: bool,
     /// The scheme the client's connection was accepted with.
     pub scheme: &'static str,
+}
+
+impl Origin {
+    /// The request id as text: it is printable ASCII, whether the client's
+    /// or a new one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.to_str().ok()
+    }
 }
 
 impl Origin {

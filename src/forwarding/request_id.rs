@@ -8,7 +8,7 @@
 //! cleaned up: a cleaned-up id would no longer match the client's logs
 //! anyway.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// The header carrying the id: to the backend, and back to the client.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -20,13 +20,14 @@ pub const MAX_REQUEST_ID: usize = 128;
 /// The id for a request with `headers`: the client's, if it sent exactly one
 /// sane `x-request-id`, else a new one. Two ids would leave it open which
 /// one the backend reads.
-pub fn request_id(headers: &HeaderMap) -> String {
+///
+/// It is kept as the header value it is written as, twice per request (to
+/// the backend and to the client): the client's is shared with its
+/// request, not copied, and each write shares it again.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     let mut given = headers.get_all(REQUEST_ID_HEADER).iter();
     match (given.next(), given.next()) {
-        (Some(id), None) if is_sane(id.as_bytes()) => {
-            // Sane bytes are ASCII, so this is the same text.
-            String::from_utf8_lossy(id.as_bytes()).into_owned()
-        }
+        (Some(id), None) if is_sane(id.as_bytes()) => id.clone(),
         _ => new_id(),
     }
 }
@@ -40,8 +41,14 @@ pub fn is_sane(id: &[u8]) -> bool {
 /// A new id: 128 random bits as 32 lower-case hex digits, the form of
 /// nginx's `$request_id`. `rand`'s thread-local generator is seeded from the
 /// operating system and costs no system call per id.
-pub fn new_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+pub fn new_id() -> HeaderValue {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u128>();
+    let mut hex = [0u8; 32];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = DIGITS[(bits >> (124 - 4 * i)) as usize & 0xf];
+    }
+    HeaderValue::from_bytes(&hex).expect("hex digits are a header value")
 }
 
 #[cfg(test)]
@@ -56,8 +63,9 @@ mod tests {
         h
     }
 
-    fn is_new(id: &str) -> bool {
-        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+    fn is_new(id: &HeaderValue) -> bool {
+        let id = id.as_bytes();
+        id.len() == 32 && id.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
 
     #[test]
@@ -83,7 +91,7 @@ mod tests {
     #[test]
     fn new_ids_differ() {
         let (a, b) = (new_id(), new_id());
-        assert!(is_new(&a) && is_new(&b), "{a} {b}");
+        assert!(is_new(&a) && is_new(&b), "{a:?} {b:?}");
         assert_ne!(a, b);
     }
 

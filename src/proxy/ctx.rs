@@ -57,7 +57,10 @@ pub struct RequestCtx {
     /// When the request and its response passed each step.
     pub(super) timing: Timing,
     /// Reads the token counts of a successful response as it passes.
-    pub(super) usage: Option<UsageReader>,
+    /// Boxed, as the other large parts used by only some requests are:
+    /// Pingora moves the context with its futures several times per
+    /// request, and every byte of it is copied each time.
+    pub(super) usage: Option<Box<UsageReader>>,
     /// Instants and answers for the metrics, recorded at the end.
     pub(super) observed: Observed,
     /// Why each failed attempt failed, in order, for the access log.
@@ -68,7 +71,7 @@ pub struct RequestCtx {
     pub(super) key: Option<Arc<ApiKey>>,
     /// The request's share of its rate and concurrency limits, given back
     /// (and its tokens charged) when it ends.
-    pub(super) admission: Option<Admission>,
+    pub(super) admission: Option<Box<Admission>>,
 }
 
 /// When a request passed each step, for its metrics and its access log
@@ -171,7 +174,7 @@ impl RequestCtx {
 impl RequestCtx {
     /// The request's id, as sent to the backend and the client.
     pub(super) fn request_id(&self) -> Option<&str> {
-        self.origin.as_ref().map(|o| o.request_id.as_str())
+        self.origin.as_ref().and_then(Origin::request_id)
     }
 
     /// The client's address, behind any trusted proxies: what `client_ip`

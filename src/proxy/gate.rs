@@ -160,7 +160,7 @@ pub(super) async fn admit(
     let key_name = ctx.key.as_ref().map_or("", |k| k.name.as_str());
     let refused = match limiter.admit(snapshot, &subjects, key_name).await {
         Ok(admission) => {
-            ctx.admission = Some(admission);
+            ctx.admission = Some(Box::new(admission));
             return Ok(true);
         }
         Err(refused) => refused,

@@ -382,11 +382,12 @@ impl ProxyHttp for Switchyard {
     ) -> Result<()> {
         let backend = match &ctx.attempt {
             Some(attempt) if ctx.expose_backend() => {
-                Some((attempt.upstream.spec.name.as_str(), ctx.tried.len()))
+                Some((attempt.upstream.name_header.as_ref(), ctx.tried.len()))
             }
             _ => None,
         };
-        forwarding::headers::to_client(response, ctx.request_id(), backend)?;
+        let id = ctx.origin.as_ref().map(|o| &o.request_id);
+        forwarding::headers::to_client(response, id, backend)?;
         if let Some(admission) = &ctx.admission {
             admission.write_headers(response)?;
         }
@@ -473,7 +474,8 @@ impl ProxyHttp for Switchyard {
         ctx.stream = StreamFormat::of(content_type);
         ctx.timing.header = Some(Instant::now());
         // Token counts come with successful answers only.
-        ctx.usage = usage_kind(status, ctx.stream, content_type).map(UsageReader::new);
+        ctx.usage =
+            usage_kind(status, ctx.stream, content_type).map(|k| Box::new(UsageReader::new(k)));
         Ok(())
     }
 
@@ -601,7 +603,7 @@ impl ProxyHttp for Switchyard {
         if let Some(attempt) = &mut ctx.attempt {
             attempt.stop_watching();
         }
-        let usage = ctx.usage.take().map(UsageReader::finish);
+        let usage = ctx.usage.take().map(|reader| reader.finish());
         if let Some(usage) = &usage {
             ctx.observed.set_usage(usage);
         }
@@ -621,7 +623,7 @@ impl ProxyHttp for Switchyard {
             let tokens = usage
                 .as_ref()
                 .map(|u| u.prompt.unwrap_or(0) + u.completion.unwrap_or(0));
-            self.limiter.finish(admission, tokens);
+            self.limiter.finish(*admission, tokens);
         }
         if let Some(key) = &ctx.key {
             let status = session.response_written().map_or(0, |r| r.status.as_u16());
