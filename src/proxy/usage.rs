@@ -33,6 +33,11 @@
 //! memory does not grow with it. Being a tokenizer, it knows a key from a
 //! string: `"usage"` inside generated text is text.
 //!
+//! A whole body has no estimate, so its text need not be found: objects and
+//! arrays under a top-level key other than `usage`, `response` or `message`
+//! (the `choices` with their messages, above all) are passed over by
+//! counting brackets outside strings, without reading their keys.
+//!
 //! It follows JSON only as far as usage needs. Nesting deeper than
 //! [`MAX_DEPTH`], or a byte no JSON could have there, ends the reading of
 //! that event (or line, or body); numbers that are not whole, or do not
@@ -112,7 +117,12 @@ impl UsageReader {
                 cr: false,
                 data: false,
             },
-            json: Json::new(),
+            json: Json {
+                // A whole body has no estimate, so its text need not be
+                // found: only usage is looked for.
+                skip_nested: kind == BodyKind::Json,
+                ..Json::new()
+            },
             events: 0,
         }
     }
@@ -296,6 +306,20 @@ enum State {
     End,
     /// Not JSON as far as the reader follows it: the rest is ignored.
     Broken,
+    /// In an object or array that cannot hold usage, passed over
+    /// ([`Json::skip`]).
+    Skip,
+}
+
+/// Where in an object or array passed over the reader is.
+#[derive(Debug, Clone, Copy, Default)]
+struct Skipping {
+    /// Its brackets still open, its own included.
+    open: u32,
+    /// In a string.
+    string: bool,
+    /// After a backslash in a string.
+    escape: bool,
 }
 
 /// The keys the reader tells apart; each other key is `Other`.
@@ -502,6 +526,11 @@ struct Json {
     top: Counts,
     /// Counts of every object that closed whole, the latest winning.
     found: Counts,
+    /// Objects and arrays under a top-level key other than the ones usage
+    /// sits in are passed over without reading their keys.
+    skip_nested: bool,
+    /// The object or array being passed over.
+    skipping: Skipping,
 }
 
 impl Json {
@@ -522,6 +551,8 @@ impl Json {
             usage: Counts::default(),
             top: Counts::default(),
             found: Counts::default(),
+            skip_nested: false,
+            skipping: Skipping::default(),
         }
     }
 
@@ -529,6 +560,7 @@ impl Json {
     fn reset(&mut self) {
         *self = Json {
             found: self.found,
+            skip_nested: self.skip_nested,
             ..Json::new()
         };
     }
@@ -558,6 +590,7 @@ impl Json {
                     }
                 }
                 State::Broken => return,
+                State::Skip => i = self.skip(b, i),
                 _ => {
                     let c = b[i];
                     i += 1;
@@ -621,9 +654,60 @@ impl Json {
         }
     }
 
+    /// Whether an object or array starting here is passed over: in a
+    /// whole body, the value of a top-level key usage is never under
+    /// (`choices` with its messages, above all).
+    fn skips(&self) -> bool {
+        self.skip_nested
+            && self.depth == 1
+            && !matches!(self.path[0], Key::Usage | Key::Response | Key::Message)
+    }
+
+    /// Passes over an object or array, counting brackets outside strings,
+    /// up to the one that closes it. What is inside is not checked.
+    fn skip(&mut self, b: &[u8], mut i: usize) -> usize {
+        let s = &mut self.skipping;
+        while i < b.len() {
+            if s.escape {
+                s.escape = false;
+                i += 1;
+            } else if s.string {
+                let Some(n) = memchr2(b'"', b'\\', &b[i..]) else {
+                    return b.len();
+                };
+                s.string = b[i + n] != b'"';
+                s.escape = s.string;
+                i += n + 1;
+            } else {
+                let c = b[i];
+                i += 1;
+                match c {
+                    b'"' => s.string = true,
+                    b'{' | b'[' => s.open += 1,
+                    b'}' | b']' => {
+                        s.open -= 1;
+                        if s.open == 0 {
+                            self.state = self.after();
+                            return self.took_after(b, i);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        i
+    }
+
     /// The first byte of a value.
     fn value(&mut self, c: u8) {
         match c {
+            b'{' | b'[' if self.skips() => {
+                self.skipping = Skipping {
+                    open: 1,
+                    ..Skipping::default()
+                };
+                self.state = State::Skip;
+            }
             b'{' | b'[' => self.open(c),
             b'"' => {
                 self.text = is_text(self.at());
@@ -1039,6 +1123,19 @@ mod tests {
         // Text that looks like usage, before and after the real one.
         let body = r#"{"a":"{\"usage\":{\"prompt_tokens\":1}}","usage":{"prompt_tokens":3,"completion_tokens":4},"choices":[{"message":{"content":"\"usage\": {\"prompt_tokens\": 999, \"completion_tokens\": 999}}"}}]}"#;
         check_every_split(BodyKind::Json, body, reported(3, 4, 0));
+    }
+
+    #[test]
+    fn what_a_whole_body_passes_over_ends_where_its_brackets_close() {
+        // Brackets and escaped quotes in text, nesting, and usage-like
+        // objects deep inside the parts passed over; then the real usage,
+        // and after it another part passed over.
+        let body = r#"{"choices":[{"message":{"content":"]}\"}{[ \\","tool_calls":[{"function":{"arguments":"{\"usage\":{\"prompt_tokens\":9}}"}}]},"usage":{"prompt_tokens":9,"completion_tokens":9}},[[],{}]],"usage":{"prompt_tokens":5,"completion_tokens":6},"output":[{"usage":{"completion_tokens":9}}]}"#;
+        check_every_split(BodyKind::Json, body, reported(5, 6, 0));
+        // A part never closed leaves nothing after it read.
+        let open = r#"{"choices":[{"message":{"content":"x"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+        let got = read(BodyKind::Json, open);
+        assert_eq!((got.prompt, got.completion), (None, None));
     }
 
     #[test]
