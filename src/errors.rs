@@ -267,10 +267,12 @@ impl Refusal {
 
     /// The whole response as HTTP/1.1 bytes, for answers written straight
     /// to a client connection outside Pingora's HTTP layer (a refused
-    /// connection, a header too large or too slow), before any request has
-    /// an id. The connection closes after it.
-    pub fn raw_response(&self, shape: Shape) -> Bytes {
-        let body = self.body(shape, None);
+    /// connection, a header too large or too slow). No request has an id
+    /// yet, so the answer is given `request_id` of its own, in its body and
+    /// its `x-request-id`, as every answer Switchyard writes carries one.
+    /// The connection closes after it.
+    pub fn raw_response(&self, shape: Shape, request_id: &str) -> Bytes {
+        let body = self.body(shape, Some(request_id));
         let status = self.status();
         let reason = http::StatusCode::from_u16(status)
             .ok()
@@ -287,7 +289,7 @@ impl Refusal {
         if let Some(challenge) = self.challenge() {
             head.push_str(&format!("www-authenticate: {challenge}\r\n"));
         }
-        head.push_str("\r\n");
+        head.push_str(&format!("x-request-id: {request_id}\r\n\r\n"));
         let mut out = head.into_bytes();
         out.extend_from_slice(&body);
         Bytes::from(out)
@@ -464,9 +466,10 @@ mod tests {
 
     #[test]
     fn raw_response_is_complete_http() {
-        let raw = Refusal::TooManyConnections.raw_response(Shape::OpenAi);
+        let raw = Refusal::TooManyConnections.raw_response(Shape::OpenAi, "c0ffee");
         let text = std::str::from_utf8(&raw).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("\r\nx-request-id: c0ffee"), "{head}");
         assert!(
             head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
             "{head}"
@@ -475,6 +478,7 @@ mod tests {
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"]["code"], "too_many_connections");
+        assert_eq!(v["error"]["request_id"], "c0ffee");
     }
 
     #[test]

@@ -20,11 +20,18 @@ async fn read_to_close(stream: &mut TcpStream, within: Duration) -> (String, Dur
 }
 
 /// The JSON error body of a raw response, as (message, type, code).
+/// The error fields of an answer written on the connection itself, which
+/// must name itself by a request id, in its header and its body alike.
 fn raw_error(answer: &str) -> (String, String, String) {
-    let body = answer
+    let (head, body) = answer
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
         .unwrap_or_else(|| panic!("no body in {answer:?}"));
+    let id = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no x-request-id in {head:?}"));
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["request_id"], id, "{answer}");
     error_fields(body.as_bytes())
 }
 

@@ -32,6 +32,7 @@ pub use stream::{Conn, EdgeLimits, EdgeStream};
 
 use crate::config::ServerSettings;
 use crate::errors::{Refusal, Shape};
+use crate::forwarding::request_id;
 use crate::metrics::Metrics;
 use crate::state::SharedState;
 use async_trait::async_trait;
@@ -86,7 +87,9 @@ impl<A> EdgeApp<A> {
                 stream::peer(&stream)
             );
         }
-        let answer = Refusal::TooManyConnections.raw_response(Shape::OpenAi);
+        let id = request_id::new_id();
+        let answer = Refusal::TooManyConnections
+            .raw_response(Shape::OpenAi, id.to_str().unwrap_or_default());
         let answer = async {
             stream.write_all(&answer).await?;
             stream.flush().await?;

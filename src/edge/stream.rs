@@ -26,6 +26,7 @@
 //! request by the proxy.
 
 use crate::errors::{Refusal, Shape};
+use crate::forwarding::request_id;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -240,8 +241,9 @@ impl EdgeStream {
     /// Starts writing `refusal` in place of whatever the connection would have
     /// carried; the connection ends after it.
     fn answer(&mut self, refusal: &Refusal) {
+        let id = request_id::new_id();
         self.answer = Some(Answer {
-            bytes: refusal.raw_response(Shape::OpenAi),
+            bytes: refusal.raw_response(Shape::OpenAi, id.to_str().unwrap_or_default()),
             written: 0,
         });
         self.deadline = Some(Instant::now() + ANSWER_TIMEOUT);
