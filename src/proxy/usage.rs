@@ -817,9 +817,8 @@ impl Json {
         let end = string_end(rest);
         let part = &rest[..end.unwrap_or(rest.len())];
         let kept = usize::from(self.depth) <= PATH && self.key_len <= KEY_MAX;
-        let whole = kept && self.key_len == 0 && matches!(end, Some(n) if rest[n] == b'"');
-        if whole {
-            self.key_len = part.len();
+        let closed = matches!(end, Some(n) if rest[n] == b'"');
+        if kept && self.key_len == 0 && closed {
             self.key_kind = Key::of(part);
         } else if kept {
             let len = self.key_len + part.len();
@@ -830,7 +829,9 @@ impl Json {
                 }
                 None => self.key_len = KEY_MAX + 1,
             }
-            self.key_kind = self.key.get(..self.key_len).map_or(Key::Other, Key::of);
+            if closed {
+                self.key_kind = self.key.get(..self.key_len).map_or(Key::Other, Key::of);
+            }
         }
         match end {
             Some(n) => {
