@@ -36,6 +36,7 @@ use crate::forwarding::request_id;
 use crate::metrics::Metrics;
 use crate::state::SharedState;
 use async_trait::async_trait;
+use bytes::Bytes;
 use log::warn;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
@@ -87,9 +88,7 @@ impl<A> EdgeApp<A> {
                 stream::peer(&stream)
             );
         }
-        let id = request_id::new_id();
-        let answer = Refusal::TooManyConnections
-            .raw_response(Shape::OpenAi, id.to_str().unwrap_or_default());
+        let answer = raw_answer(&Refusal::TooManyConnections);
         let answer = async {
             stream.write_all(&answer).await?;
             stream.flush().await?;
@@ -99,6 +98,14 @@ impl<A> EdgeApp<A> {
         };
         let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
     }
+}
+
+/// An answer written on the connection itself, before any request exists:
+/// in OpenAI's shape, since no path is known yet, and with a request id of
+/// its own.
+fn raw_answer(refusal: &Refusal) -> Bytes {
+    let id = request_id::new_id();
+    refusal.raw_response(Shape::OpenAi, id.to_str().unwrap_or_default())
 }
 
 /// The limits a new connection is held to.

@@ -25,8 +25,7 @@
 //! through: the body and response timeouts are Pingora's own, set per
 //! request by the proxy.
 
-use crate::errors::{Refusal, Shape};
-use crate::forwarding::request_id;
+use crate::errors::Refusal;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -241,9 +240,8 @@ impl EdgeStream {
     /// Starts writing `refusal` in place of whatever the connection would have
     /// carried; the connection ends after it.
     fn answer(&mut self, refusal: &Refusal) {
-        let id = request_id::new_id();
         self.answer = Some(Answer {
-            bytes: refusal.raw_response(Shape::OpenAi, id.to_str().unwrap_or_default()),
+            bytes: super::raw_answer(refusal),
             written: 0,
         });
         self.deadline = Some(Instant::now() + ANSWER_TIMEOUT);
