@@ -42,6 +42,16 @@ fn yaml(text: &str) -> serde_yaml::Value {
     serde_yaml::from_str(text).unwrap()
 }
 
+/// Alice may use `llama3*` only; Bob may use anything.
+fn alice_and_bob() -> serde_yaml::Value {
+    yaml(&format!(
+        "[{{ name: alice, sha256: {}, models: [\"llama3*\"] }},\n \
+         {{ name: bob, sha256: {} }}]",
+        sha256(ALICE),
+        sha256(BOB)
+    ))
+}
+
 async fn chat_as(url: &str, model: &str, key: Option<&str>) -> (u16, serde_json::Value) {
     let mut req = client()
         .post(url)
@@ -229,12 +239,7 @@ async fn ollama_lists_of_models_held_and_loaded_are_filtered_by_key() {
     // other.
     let a = mock(MockConfig::new("a").models(["llama3", "qwen2.5"])).await;
     let b = mock(MockConfig::new("b").models(["qwen2.5"])).await;
-    let keys = yaml(&format!(
-        "[{{ name: alice, sha256: {}, models: [\"llama3*\"] }},\n \
-         {{ name: bob, sha256: {} }}]",
-        sha256(ALICE),
-        sha256(BOB)
-    ));
+    let keys = alice_and_bob();
     let proxy = Proxy::start(|addr| {
         Fleet::new(addr)
             .set("auth.keys", keys.clone())
@@ -259,12 +264,7 @@ async fn ollama_lists_of_models_held_and_loaded_are_filtered_by_key() {
 #[tokio::test]
 async fn model_management_is_held_to_the_models_of_the_key() {
     let m = mock(MockConfig::new("b0").models(["llama3", "qwen2.5"])).await;
-    let keys = yaml(&format!(
-        "[{{ name: alice, sha256: {}, models: [\"llama3*\"] }},\n \
-         {{ name: bob, sha256: {} }}]",
-        sha256(ALICE),
-        sha256(BOB)
-    ));
+    let keys = alice_and_bob();
     let proxy = Proxy::start(|addr| {
         Fleet::new(addr)
             .set("auth.keys", keys.clone())
