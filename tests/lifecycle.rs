@@ -498,11 +498,13 @@ async fn a_held_slot_survives_a_reload_of_the_queue_settings() {
             .tokens(1),
     )
     .await;
+    // The models are fixed in the file so that model discovery sends the
+    // mock nothing: its in-flight count is then the test's requests alone.
     let capped = |addr, queue: &str| {
         format!(
             "server:\n  listen: [\"{addr}\"]\n  threads: 2\n\
              pools:\n  chat:\n    health_check: {{ type: none }}\n    queue: {{ {queue} }}\n\
-             \x20   backends: [{{ name: slow, url: \"{}\", max_in_flight: 1 }}]\n",
+             \x20   backends: [{{ name: slow, url: \"{}\", max_in_flight: 1, models: [llama3] }}]\n",
             slow.url()
         )
     };
