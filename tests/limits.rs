@@ -4,7 +4,9 @@
 
 mod common;
 
+use common::scrape::scrape;
 use common::*;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 fn yaml(text: &str) -> serde_yaml::Value {
@@ -103,10 +105,24 @@ async fn a_token_budget_refuses_once_spent_and_the_headers_count_down() {
             .tokens(999),
     )
     .await;
-    let proxy = limited(&m, "{ tokens: { per: 1m, limit: 3000 } }").await;
+    // An admin listener, to see each request ended: its tokens are charged
+    // when the proxy finishes it, which can come after the client has read
+    // the whole answer, and this client goes on only once they are.
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = Proxy::start(|addr| {
+        Fleet::new(addr)
+            .set(
+                "limits.per_address",
+                yaml("{ tokens: { per: 24h, limit: 3000 } }"),
+            )
+            .admin("listen", admin.to_string())
+            .pool(Pool::new("chat").backend(Backend::of(&m).set("models", yaml("[llama3]"))))
+            .yaml()
+    })
+    .await;
     let url = proxy.url("/v1/chat/completions");
     let mut seen = Vec::new();
-    for _ in 0..4 {
+    for sent in 1..=4 {
         let resp = post_json(&client(), &url, CHAT).await;
         let status = resp.status().as_u16();
         let remaining = header(&resp, "x-ratelimit-remaining-tokens");
@@ -116,9 +132,18 @@ async fn a_token_budget_refuses_once_spent_and_the_headers_count_down() {
             assert_eq!(body["usage"]["total_tokens"], 1000, "{body}");
         }
         seen.push((status, remaining));
+        // Recorded after the charge, in the same hook.
+        wait_until(DEADLINE, "the request to end in the proxy", || async move {
+            scrape(&client(), admin, None)
+                .await
+                .sum("switchyard_requests_total", &[])
+                >= f64::from(sent)
+        })
+        .await;
     }
-    // Tokens come back at 50 a second: a remaining count may have grown
-    // by that much between two requests.
+    // Tokens come back at 3000 a day, one every 29 s, so waiting for the
+    // proxy to end each request cannot refill the spent bucket before the
+    // fourth asks.
     let close = |got: &str, want: u64| {
         got.parse::<u64>()
             .is_ok_and(|n| n >= want && n <= want + 200)
