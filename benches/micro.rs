@@ -7,6 +7,7 @@
 //! building a request's access log line and queueing it.
 //! `cargo bench --bench micro`.
 
+use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use usage::{BodyKind, Source, UsageReader};
 /// it uses nothing else of the crate, so its file is compiled here as is.
 /// The benchmark uses only part of it.
 #[allow(dead_code)]
-#[path = "../src/proxy/usage.rs"]
+#[path = "../src/proxy/usage/mod.rs"]
 mod usage;
 
 fn pool(strategy: &str, n: usize) -> Pool {
@@ -97,23 +98,23 @@ fn chat_event(token: &str) -> String {
 /// What the reader makes of `body`, to check a benchmark reads what it should.
 fn read_usage(kind: BodyKind, body: &str) -> usage::Usage {
     let mut reader = UsageReader::new(kind);
-    reader.feed(body.as_bytes());
+    reader.feed(&Bytes::copy_from_slice(body.as_bytes()));
     reader.finish()
 }
 
 fn usage_reading(c: &mut Criterion) {
     let mut group = c.benchmark_group("usage");
     // Per event, as the body filter sees it: one event per chunk.
-    let event = chat_event(" the");
+    let event = Bytes::from(chat_event(" the"));
     group.throughput(Throughput::Elements(1));
     group.bench_function("sse_event", |b| {
         let mut reader = UsageReader::new(BodyKind::Sse);
-        b.iter(|| reader.feed(black_box(event.as_bytes())))
+        b.iter(|| reader.feed(black_box(&event)))
     });
-    let line = r#"{"model":"llama3.1:8b","created_at":"2024-07-22T20:33:28.123648Z","message":{"role":"assistant","content":" the"},"done":false}"#.to_owned() + "\n";
+    let line = Bytes::from(r#"{"model":"llama3.1:8b","created_at":"2024-07-22T20:33:28.123648Z","message":{"role":"assistant","content":" the"},"done":false}"#.to_owned() + "\n");
     group.bench_function("ndjson_line", |b| {
         let mut reader = UsageReader::new(BodyKind::Ndjson);
-        b.iter(|| reader.feed(black_box(line.as_bytes())))
+        b.iter(|| reader.feed(black_box(&line)))
     });
     // A whole stream in one chunk: 256 events, usage, `[DONE]`.
     let mut stream: String = (0..256).map(|_| chat_event(" the")).collect();
@@ -127,10 +128,11 @@ fn usage_reading(c: &mut Criterion) {
     };
     assert_eq!(read_usage(BodyKind::Sse, &stream), want);
     group.throughput(Throughput::Bytes(stream.len() as u64));
+    let stream = Bytes::from(stream);
     group.bench_function("sse_stream_256", |b| {
         b.iter(|| {
             let mut reader = UsageReader::new(BodyKind::Sse);
-            reader.feed(black_box(stream.as_bytes()));
+            reader.feed(black_box(&stream));
             reader.finish()
         })
     });
@@ -146,10 +148,22 @@ fn usage_reading(c: &mut Criterion) {
     };
     assert_eq!(read_usage(BodyKind::Json, &body), want);
     group.throughput(Throughput::Bytes(body.len() as u64));
+    // Whole in one chunk, read from its end; and in two, read from the
+    // front.
+    let whole = Bytes::from(body);
+    let (front, back) = (whole.slice(..100), whole.slice(100..));
     group.bench_function("json_4KiB", |b| {
         b.iter(|| {
             let mut reader = UsageReader::new(BodyKind::Json);
-            reader.feed(black_box(body.as_bytes()));
+            reader.feed(black_box(&whole));
+            reader.finish()
+        })
+    });
+    group.bench_function("json_4KiB_in_two_chunks", |b| {
+        b.iter(|| {
+            let mut reader = UsageReader::new(BodyKind::Json);
+            reader.feed(black_box(&front));
+            reader.feed(black_box(&back));
             reader.finish()
         })
     });

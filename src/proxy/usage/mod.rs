@@ -23,7 +23,7 @@
 //! has no estimate.
 //!
 //! This runs on every chunk of every response, and a backend may send
-//! anything, so the body is never kept, not even an event of it. The
+//! anything, so nothing of the body is copied, not even an event of it. The
 //! reader is a JSON tokenizer that carries its state from one chunk to the
 //! next in some 340 bytes: the open brackets, the keys that lead to the
 //! current value (four levels of them: usage sits three down, the text of
@@ -38,12 +38,20 @@
 //! (the `choices` with their messages, above all) are passed over by
 //! counting brackets outside strings, without reading their keys.
 //!
+//! A whole body that arrives in one chunk, as nearly all do, is read from
+//! its end instead ([`tail`]), where every API puts its counts: the chunk
+//! is held (shared with the response, not copied) until the next chunk or
+//! the end, and only a body that came in more is read from the front.
+//!
 //! It follows JSON only as far as usage needs. Nesting deeper than
 //! [`MAX_DEPTH`], or a byte no JSON could have there, ends the reading of
 //! that event (or line, or body); numbers that are not whole, or do not
 //! fit 64 bits, are not counts; keys written with escapes are not
 //! recognised (backends write the ones read here plainly).
 
+mod tail;
+
+use bytes::Bytes;
 use memchr::{memchr, memchr2};
 
 /// How a response body is framed: the proxy's `StreamFormat`, or a whole
@@ -106,6 +114,12 @@ pub struct UsageReader {
     json: Json,
     /// Events or lines that carried generated text.
     events: u64,
+    /// A whole body's first chunk, kept (shared, not copied) until the
+    /// next arrives or the body ends: a body that came whole in it is read
+    /// from its end ([`tail`]).
+    held: Option<Bytes>,
+    /// A whole body's chunks have gone to the front-to-back reader.
+    fed: bool,
 }
 
 impl UsageReader {
@@ -124,13 +138,15 @@ impl UsageReader {
                 ..Json::new()
             },
             events: 0,
+            held: None,
+            fed: false,
         }
     }
 
     /// Reads the next chunk of the body.
-    pub fn feed(&mut self, chunk: &[u8]) {
+    pub fn feed(&mut self, chunk: &Bytes) {
         match self.kind {
-            BodyKind::Json => self.json.feed(chunk),
+            BodyKind::Json => self.whole(chunk),
             BodyKind::Ndjson => self.ndjson(chunk),
             BodyKind::Sse => self.sse(chunk),
         }
@@ -142,6 +158,14 @@ impl UsageReader {
         match self.kind {
             BodyKind::Sse if self.sse.data => self.end_event(),
             BodyKind::Ndjson => self.end_event(),
+            BodyKind::Json => {
+                if let Some(body) = self.held.take() {
+                    match tail::counts(&body) {
+                        Some(found) => self.json.found = found,
+                        None => self.json.feed(&body),
+                    }
+                }
+            }
             _ => {}
         }
         let found = &self.json.found;
@@ -157,6 +181,20 @@ impl UsageReader {
             source,
             events: self.events,
         }
+    }
+
+    /// A chunk of a whole body: the first is held, in case it is the
+    /// body; from the second on, all go to the front-to-back reader.
+    fn whole(&mut self, chunk: &Bytes) {
+        if !self.fed && self.held.is_none() {
+            self.held = Some(chunk.clone());
+            return;
+        }
+        if let Some(first) = self.held.take() {
+            self.json.feed(&first);
+        }
+        self.json.feed(chunk);
+        self.fed = true;
     }
 
     /// An event or line is over: count it if it carried text.
@@ -405,7 +443,7 @@ enum Holder {
 }
 
 /// Counts found, each replacing the one before it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counts([Option<u64>; 5]);
 
 impl Counts {
@@ -415,6 +453,20 @@ impl Counts {
 
     fn set(&mut self, slot: Slot, n: u64) {
         self.0[slot as usize] = Some(n);
+    }
+
+    /// Sets `slot` to `n` unless it is set.
+    fn fill_one(&mut self, slot: Slot, n: u64) {
+        self.0[slot as usize].get_or_insert(n);
+    }
+
+    /// Takes the counts of `other` that are set here, keeping these.
+    fn fill(&mut self, other: &Counts) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            if mine.is_none() {
+                *mine = theirs;
+            }
+        }
     }
 
     /// Takes the counts of `other` that are set, and clears it.
@@ -578,6 +630,20 @@ impl Json {
             skip_nested: false,
             skipping: Skipping::default(),
         }
+    }
+
+    /// A reader placed at the value of a whole body's top-level member
+    /// `key`, as it would be from the front: one object open, the key
+    /// read, only what usage needs followed.
+    fn member(key: Key) -> Self {
+        let mut json = Json {
+            state: State::Value,
+            depth: 1,
+            skip_nested: true,
+            ..Json::new()
+        };
+        json.path[0] = key;
+        json
     }
 
     /// Starts a new document, keeping what was found.
@@ -898,19 +964,22 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    fn read_chunks<'a>(kind: BodyKind, chunks: impl IntoIterator<Item = &'a [u8]>) -> Usage {
+    pub(super) fn read_chunks<'a>(
+        kind: BodyKind,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Usage {
         let mut r = UsageReader::new(kind);
         for c in chunks {
-            r.feed(c);
+            r.feed(&Bytes::copy_from_slice(c));
         }
         r.finish()
     }
 
-    fn read(kind: BodyKind, body: &str) -> Usage {
+    pub(super) fn read(kind: BodyKind, body: &str) -> Usage {
         read_chunks(kind, [body.as_bytes()])
     }
 
-    fn reported(prompt: u64, completion: u64, events: u64) -> Usage {
+    pub(super) fn reported(prompt: u64, completion: u64, events: u64) -> Usage {
         Usage {
             prompt: Some(prompt),
             completion: Some(completion),
@@ -921,7 +990,7 @@ mod tests {
 
     /// The body read whole, split at each byte, and a byte at a time, must
     /// all give `want`.
-    fn check_every_split(kind: BodyKind, body: &str, want: Usage) {
+    pub(super) fn check_every_split(kind: BodyKind, body: &str, want: Usage) {
         let b = body.as_bytes();
         assert_eq!(read(kind, body), want, "whole");
         for i in 0..=b.len() {
@@ -1157,10 +1226,14 @@ mod tests {
         // and after it another part passed over.
         let body = r#"{"choices":[{"message":{"content":"]}\"}{[ \\","tool_calls":[{"function":{"arguments":"{\"usage\":{\"prompt_tokens\":9}}"}}]},"usage":{"prompt_tokens":9,"completion_tokens":9}},[[],{}]],"usage":{"prompt_tokens":5,"completion_tokens":6},"output":[{"usage":{"completion_tokens":9}}]}"#;
         check_every_split(BodyKind::Json, body, reported(5, 6, 0));
-        // A part never closed leaves nothing after it read.
+        // A part never closed leaves nothing after it read from the front
+        // (a body in two chunks). Whole, the body is read from its end,
+        // which stops at the usage: what is before it is not read.
         let open = r#"{"choices":[{"message":{"content":"x"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
-        let got = read(BodyKind::Json, open);
+        let (front, back) = open.as_bytes().split_at(10);
+        let got = read_chunks(BodyKind::Json, [front, back]);
         assert_eq!((got.prompt, got.completion), (None, None));
+        assert_eq!(read(BodyKind::Json, open), reported(1, 1, 0));
     }
 
     #[test]
@@ -1263,13 +1336,13 @@ mod tests {
 
     #[test]
     fn the_reader_is_small_and_owns_nothing_on_the_heap() {
-        // Every field is a number, a flag or an array of them: memory stays
-        // this, whatever the body.
+        // Every field is a number, a flag or an array of them, or a chunk
+        // shared with the response: memory stays this, whatever the body.
         assert!(std::mem::size_of::<UsageReader>() <= 512);
     }
 
     /// A deterministic byte generator for the hostile tests.
-    fn noise(seed: u64, len: usize, alphabet: &[u8]) -> Vec<u8> {
+    pub(super) fn noise(seed: u64, len: usize, alphabet: &[u8]) -> Vec<u8> {
         let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         (0..len)
             .map(|_| {
