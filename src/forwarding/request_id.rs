@@ -41,6 +41,10 @@ pub fn is_sane(id: &[u8]) -> bool {
 /// A new id: 128 random bits as 32 lower-case hex digits, the form of
 /// nginx's `$request_id`. `rand`'s thread-local generator is seeded from the
 /// operating system and costs no system call per id.
+///
+/// The digits are owned by a shared buffer from the start, so the copies
+/// written on the request and the response share it without allocating
+/// (a value made from a slice allocates again when first cloned).
 pub fn new_id() -> HeaderValue {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let bits = rand::random::<u128>();
@@ -48,7 +52,8 @@ pub fn new_id() -> HeaderValue {
     for (i, digit) in hex.iter_mut().enumerate() {
         *digit = DIGITS[(bits >> (124 - 4 * i)) as usize & 0xf];
     }
-    HeaderValue::from_bytes(&hex).expect("hex digits are a header value")
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex))
+        .expect("hex digits are a header value")
 }
 
 #[cfg(test)]
