@@ -41,7 +41,9 @@ impl StreamFormat {
 /// A `Content-Type`'s media type without its parameters (`charset=...`),
 /// to be compared without regard to case.
 pub(super) fn essence(content_type: Option<&str>) -> Option<&str> {
-    Some(content_type?.split(';').next()?.trim())
+    let ct = content_type?;
+    let end = ct.bytes().position(|b| b == b';').unwrap_or(ct.len());
+    Some(ct[..end].trim_ascii())
 }
 
 /// The unfinished end of a streamed response.
