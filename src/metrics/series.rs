@@ -68,6 +68,14 @@ pub struct Usage {
 /// The requests counter of one (status class, outcome, error code).
 type RequestKey = (&'static str, &'static str, &'static str);
 
+/// Whether two keys are the same: their label values are `&'static str`
+/// from fixed tables, so the same value is the same string, compared by
+/// address rather than by a `memcmp` of each on every request. (A value
+/// written at two places would only give the same counter two entries.)
+fn same_key(a: &RequestKey, b: &RequestKey) -> bool {
+    std::ptr::eq(a.0, b.0) && std::ptr::eq(a.1, b.1) && std::ptr::eq(a.2, b.2)
+}
+
 /// The handles of one (pool, backend, model).
 pub struct Series {
     labels: [Box<str>; 3],
@@ -77,7 +85,11 @@ pub struct Series {
     /// prompt/reported, prompt/estimated, completion/reported,
     /// completion/estimated.
     tokens: [OnceLock<IntCounter>; 4],
-    /// A handful at most per series: linear search is the fastest lookup.
+    /// The first key counted (nearly always a `2xx` that went well), read
+    /// without a lock.
+    first: OnceLock<(RequestKey, IntCounter)>,
+    /// The others: a handful at most per series, where linear search is the
+    /// fastest lookup.
     requests: RwLock<Vec<(RequestKey, IntCounter)>>,
 }
 
@@ -89,6 +101,7 @@ impl Series {
             ttft: OnceLock::new(),
             tpot: OnceLock::new(),
             tokens: Default::default(),
+            first: OnceLock::new(),
             requests: RwLock::new(Vec::new()),
         }
     }
@@ -152,9 +165,21 @@ impl Series {
     }
 
     fn count_request(&self, families: &Families, key: RequestKey) {
+        let counter = || {
+            let [pool, backend, model] = self.label_values();
+            let (status, outcome, code) = key;
+            families
+                .requests
+                .with_label_values(&[pool, backend, model, status, outcome, code])
+        };
+        let (first, c) = self.first.get_or_init(|| (key, counter()));
+        if same_key(first, &key) {
+            c.inc();
+            return;
+        }
         let inc = |list: &[(RequestKey, IntCounter)]| {
             list.iter()
-                .find(|(k, _)| *k == key)
+                .find(|(k, _)| same_key(k, &key))
                 .map(|(_, c)| c.inc())
                 .is_some()
         };
@@ -168,11 +193,7 @@ impl Series {
         if inc(&list) {
             return;
         }
-        let [pool, backend, model] = self.label_values();
-        let (status, outcome, code) = key;
-        let c = families
-            .requests
-            .with_label_values(&[pool, backend, model, status, outcome, code]);
+        let c = counter();
         c.inc();
         list.push((key, c));
     }
