@@ -57,10 +57,10 @@ pub struct RequestCtx {
     /// When the request and its response passed each step.
     pub(super) timing: Timing,
     /// Reads the token counts of a successful response as it passes.
-    /// Boxed, as the other large parts used by only some requests are:
-    /// Pingora moves the context with its futures several times per
+    /// Small (its large part is boxed inside it, made only for streams),
+    /// as Pingora moves the context with its futures several times per
     /// request, and every byte of it is copied each time.
-    pub(super) usage: Option<Box<UsageReader>>,
+    pub(super) usage: Option<UsageReader>,
     /// Instants and answers for the metrics, recorded at the end.
     pub(super) observed: Observed,
     /// Why each failed attempt failed, in order, for the access log.

@@ -474,8 +474,7 @@ impl ProxyHttp for Switchyard {
         ctx.stream = StreamFormat::of(content_type);
         ctx.timing.header = Some(Instant::now());
         // Token counts come with successful answers only.
-        ctx.usage =
-            usage_kind(status, ctx.stream, content_type).map(|k| Box::new(UsageReader::new(k)));
+        ctx.usage = usage_kind(status, ctx.stream, content_type).map(UsageReader::new);
         Ok(())
     }
 

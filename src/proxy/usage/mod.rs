@@ -105,8 +105,85 @@ const PATH: usize = 4;
 const KEY_MAX: usize = 32;
 
 /// Reads the token usage of one response body, chunk by chunk.
+///
+/// Small, so that it sits in the request's context: a whole body that
+/// came in one chunk is held and read from its end ([`tail`]) without
+/// the front-to-back reader, which is made (on the heap: it is some 340
+/// bytes) only for a stream or a body in more than one chunk.
 #[derive(Debug, Clone)]
 pub struct UsageReader {
+    kind: BodyKind,
+    /// A whole body's first chunk, kept (shared, not copied) until the
+    /// next arrives or the body ends.
+    held: Option<Bytes>,
+    /// The front-to-back reader, once one is needed.
+    reader: Option<Box<Reader>>,
+}
+
+impl UsageReader {
+    pub fn new(kind: BodyKind) -> Self {
+        UsageReader {
+            kind,
+            held: None,
+            reader: None,
+        }
+    }
+
+    /// Reads the next chunk of the body.
+    pub fn feed(&mut self, chunk: &Bytes) {
+        if self.kind == BodyKind::Json && self.reader.is_none() && self.held.is_none() {
+            self.held = Some(chunk.clone());
+            return;
+        }
+        let held = self.held.take();
+        let kind = self.kind;
+        let reader = self
+            .reader
+            .get_or_insert_with(|| Box::new(Reader::new(kind)));
+        if let Some(first) = held {
+            reader.feed(&first);
+        }
+        reader.feed(chunk);
+    }
+
+    /// The usage, once the body has ended (or was cut off). An event or line
+    /// still open counts if its text was complete: the client got it.
+    pub fn finish(self) -> Usage {
+        let reader = match (self.reader, self.held) {
+            (Some(reader), _) => *reader,
+            (None, Some(body)) => {
+                if let Some(found) = tail::counts(&body) {
+                    return usage_of(self.kind, &found, 0);
+                }
+                let mut reader = Reader::new(self.kind);
+                reader.feed(&body);
+                reader
+            }
+            (None, None) => Reader::new(self.kind),
+        };
+        reader.finish()
+    }
+}
+
+/// What `found` and `events` make of a body of `kind`.
+fn usage_of(kind: BodyKind, found: &Counts, events: u64) -> Usage {
+    let estimate = (kind != BodyKind::Json && events > 0).then_some(events);
+    let (completion, source) = match (found.get(Slot::Completion), estimate) {
+        (Some(n), _) => (Some(n), Source::Reported),
+        (None, Some(n)) => (Some(n), Source::Estimated),
+        (None, None) => (None, Source::Reported),
+    };
+    Usage {
+        prompt: found.prompt(),
+        completion,
+        source,
+        events,
+    }
+}
+
+/// The front-to-back reader.
+#[derive(Debug, Clone)]
+struct Reader {
     kind: BodyKind,
     /// Where in its line an event stream is.
     sse: Sse,
@@ -114,17 +191,11 @@ pub struct UsageReader {
     json: Json,
     /// Events or lines that carried generated text.
     events: u64,
-    /// A whole body's first chunk, kept (shared, not copied) until the
-    /// next arrives or the body ends: a body that came whole in it is read
-    /// from its end ([`tail`]).
-    held: Option<Bytes>,
-    /// A whole body's chunks have gone to the front-to-back reader.
-    fed: bool,
 }
 
-impl UsageReader {
-    pub fn new(kind: BodyKind) -> Self {
-        UsageReader {
+impl Reader {
+    fn new(kind: BodyKind) -> Self {
+        Reader {
             kind,
             sse: Sse {
                 line: Line::Start,
@@ -138,63 +209,24 @@ impl UsageReader {
                 ..Json::new()
             },
             events: 0,
-            held: None,
-            fed: false,
         }
     }
 
-    /// Reads the next chunk of the body.
-    pub fn feed(&mut self, chunk: &Bytes) {
+    fn feed(&mut self, chunk: &[u8]) {
         match self.kind {
-            BodyKind::Json => self.whole(chunk),
+            BodyKind::Json => self.json.feed(chunk),
             BodyKind::Ndjson => self.ndjson(chunk),
             BodyKind::Sse => self.sse(chunk),
         }
     }
 
-    /// The usage, once the body has ended (or was cut off). An event or line
-    /// still open counts if its text was complete: the client got it.
-    pub fn finish(mut self) -> Usage {
+    fn finish(mut self) -> Usage {
         match self.kind {
             BodyKind::Sse if self.sse.data => self.end_event(),
             BodyKind::Ndjson => self.end_event(),
-            BodyKind::Json => {
-                if let Some(body) = self.held.take() {
-                    match tail::counts(&body) {
-                        Some(found) => self.json.found = found,
-                        None => self.json.feed(&body),
-                    }
-                }
-            }
             _ => {}
         }
-        let found = &self.json.found;
-        let estimate = (self.kind != BodyKind::Json && self.events > 0).then_some(self.events);
-        let (completion, source) = match (found.get(Slot::Completion), estimate) {
-            (Some(n), _) => (Some(n), Source::Reported),
-            (None, Some(n)) => (Some(n), Source::Estimated),
-            (None, None) => (None, Source::Reported),
-        };
-        Usage {
-            prompt: found.prompt(),
-            completion,
-            source,
-            events: self.events,
-        }
-    }
-
-    /// A chunk of a whole body: the first is held, in case it is the
-    /// body; from the second on, all go to the front-to-back reader.
-    fn whole(&mut self, chunk: &Bytes) {
-        if !self.fed && self.held.is_none() {
-            self.held = Some(chunk.clone());
-            return;
-        }
-        if let Some(first) = self.held.take() {
-            self.json.feed(&first);
-        }
-        self.json.feed(chunk);
-        self.fed = true;
+        usage_of(self.kind, &self.json.found, self.events)
     }
 
     /// An event or line is over: count it if it carried text.
@@ -1338,7 +1370,9 @@ mod tests {
     fn the_reader_is_small_and_owns_nothing_on_the_heap() {
         // Every field is a number, a flag or an array of them, or a chunk
         // shared with the response: memory stays this, whatever the body.
-        assert!(std::mem::size_of::<UsageReader>() <= 512);
+        assert!(std::mem::size_of::<Reader>() <= 512);
+        // What sits in a request's context.
+        assert!(std::mem::size_of::<UsageReader>() <= 64);
     }
 
     /// A deterministic byte generator for the hostile tests.
