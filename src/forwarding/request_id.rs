@@ -8,7 +8,7 @@
 //! cleaned up: a cleaned-up id would no longer match the client's logs
 //! anyway.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header carrying the id: to the backend, and back to the client.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -25,7 +25,9 @@ pub const MAX_REQUEST_ID: usize = 128;
 /// the backend and to the client): the client's is shared with its
 /// request, not copied, and each write shares it again.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    let mut given = headers.get_all(REQUEST_ID_HEADER).iter();
+    // The name made once, not parsed from text on every lookup.
+    const NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+    let mut given = headers.get_all(&NAME).iter();
     match (given.next(), given.next()) {
         (Some(id), None) if is_sane(id.as_bytes()) => id.clone(),
         _ => new_id(),
@@ -47,10 +49,11 @@ pub fn is_sane(id: &[u8]) -> bool {
 /// (a value made from a slice allocates again when first cloned).
 pub fn new_id() -> HeaderValue {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let bits = rand::random::<u128>();
+    let bytes = rand::random::<[u8; 16]>();
     let mut hex = [0u8; 32];
-    for (i, digit) in hex.iter_mut().enumerate() {
-        *digit = DIGITS[(bits >> (124 - 4 * i)) as usize & 0xf];
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex))
         .expect("hex digits are a header value")
