@@ -204,7 +204,11 @@ fn string_start(b: &[u8], close: usize) -> Option<usize> {
 
 /// Whether the byte at `at` follows an odd run of backslashes.
 fn escaped(b: &[u8], at: usize) -> bool {
-    b[..at].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 1
+    let mut k = at;
+    while k > 0 && b[k - 1] == b'\\' {
+        k -= 1;
+    }
+    (at - k) % 2 == 1
 }
 
 #[cfg(test)]
