@@ -167,6 +167,25 @@ fn usage_reading(c: &mut Criterion) {
             reader.finish()
         })
     });
+    // The benchmark harness's static answer: 316 bytes, usage last.
+    let small = Bytes::from_static(br#"{"backend":"bench","choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"tok0 ","role":"assistant"}}],"created":1795660662,"id":"chatcmpl-bench-0","model":"llama3","object":"chat.completion","system_fingerprint":"bench","usage":{"completion_tokens":1,"prompt_tokens":2,"total_tokens":3}}"#);
+    let (front, back) = (small.slice(..100), small.slice(100..));
+    group.throughput(Throughput::Bytes(small.len() as u64));
+    group.bench_function("json_316B", |b| {
+        b.iter(|| {
+            let mut reader = UsageReader::new(BodyKind::Json);
+            reader.feed(black_box(&small));
+            reader.finish()
+        })
+    });
+    group.bench_function("json_316B_in_two_chunks", |b| {
+        b.iter(|| {
+            let mut reader = UsageReader::new(BodyKind::Json);
+            reader.feed(black_box(&front));
+            reader.feed(black_box(&back));
+            reader.finish()
+        })
+    });
     group.finish();
 }
 
