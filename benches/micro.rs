@@ -98,7 +98,7 @@ fn chat_event(token: &str) -> String {
 /// What the reader makes of `body`, to check a benchmark reads what it should.
 fn read_usage(kind: BodyKind, body: &str) -> usage::Usage {
     let mut reader = UsageReader::new(kind);
-    reader.feed(&Bytes::copy_from_slice(body.as_bytes()));
+    reader.feed(&Bytes::copy_from_slice(body.as_bytes()), true);
     reader.finish()
 }
 
@@ -109,12 +109,12 @@ fn usage_reading(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("sse_event", |b| {
         let mut reader = UsageReader::new(BodyKind::Sse);
-        b.iter(|| reader.feed(black_box(&event)))
+        b.iter(|| reader.feed(black_box(&event), false))
     });
     let line = Bytes::from(r#"{"model":"llama3.1:8b","created_at":"2024-07-22T20:33:28.123648Z","message":{"role":"assistant","content":" the"},"done":false}"#.to_owned() + "\n");
     group.bench_function("ndjson_line", |b| {
         let mut reader = UsageReader::new(BodyKind::Ndjson);
-        b.iter(|| reader.feed(black_box(&line)))
+        b.iter(|| reader.feed(black_box(&line), false))
     });
     // A whole stream in one chunk: 256 events, usage, `[DONE]`.
     let mut stream: String = (0..256).map(|_| chat_event(" the")).collect();
@@ -132,7 +132,7 @@ fn usage_reading(c: &mut Criterion) {
     group.bench_function("sse_stream_256", |b| {
         b.iter(|| {
             let mut reader = UsageReader::new(BodyKind::Sse);
-            reader.feed(black_box(&stream));
+            reader.feed(black_box(&stream), true);
             reader.finish()
         })
     });
@@ -155,15 +155,15 @@ fn usage_reading(c: &mut Criterion) {
     group.bench_function("json_4KiB", |b| {
         b.iter(|| {
             let mut reader = UsageReader::new(BodyKind::Json);
-            reader.feed(black_box(&whole));
+            reader.feed(black_box(&whole), true);
             reader.finish()
         })
     });
     group.bench_function("json_4KiB_in_two_chunks", |b| {
         b.iter(|| {
             let mut reader = UsageReader::new(BodyKind::Json);
-            reader.feed(black_box(&front));
-            reader.feed(black_box(&back));
+            reader.feed(black_box(&front), false);
+            reader.feed(black_box(&back), true);
             reader.finish()
         })
     });
@@ -174,15 +174,15 @@ fn usage_reading(c: &mut Criterion) {
     group.bench_function("json_316B", |b| {
         b.iter(|| {
             let mut reader = UsageReader::new(BodyKind::Json);
-            reader.feed(black_box(&small));
+            reader.feed(black_box(&small), true);
             reader.finish()
         })
     });
     group.bench_function("json_316B_in_two_chunks", |b| {
         b.iter(|| {
             let mut reader = UsageReader::new(BodyKind::Json);
-            reader.feed(black_box(&front));
-            reader.feed(black_box(&back));
+            reader.feed(black_box(&front), false);
+            reader.feed(black_box(&back), true);
             reader.finish()
         })
     });

@@ -493,7 +493,7 @@ impl ProxyHttp for Switchyard {
                 ctx.timing.first_byte = Some(Instant::now());
             }
             if let Some(usage) = &mut ctx.usage {
-                usage.feed(chunk);
+                usage.feed(chunk, end_of_stream);
             }
         }
         Ok(None)

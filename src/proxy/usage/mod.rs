@@ -39,9 +39,11 @@
 //! counting brackets outside strings, without reading their keys.
 //!
 //! A whole body that arrives in one chunk, as nearly all do, is read from
-//! its end instead ([`tail`]), where every API puts its counts: the chunk
-//! is held (shared with the response, not copied) until the next chunk or
-//! the end, and only a body that came in more is read from the front.
+//! its end instead ([`tail`]), where every API puts its counts: at once
+//! when the chunk comes with the body's end (Pingora says so with the last
+//! data of a body of known length), else the chunk is held (shared with
+//! the response, not copied) until the next chunk or the end. Only a body
+//! that came in more is read from the front.
 //!
 //! It follows JSON only as far as usage needs. Nesting deeper than
 //! [`MAX_DEPTH`], or a byte no JSON could have there, ends the reading of
@@ -107,51 +109,82 @@ const KEY_MAX: usize = 32;
 /// Reads the token usage of one response body, chunk by chunk.
 ///
 /// Small, so that it sits in the request's context: a whole body that
-/// came in one chunk is held and read from its end ([`tail`]) without
-/// the front-to-back reader, which is made (on the heap: it is some 340
-/// bytes) only for a stream or a body in more than one chunk.
+/// comes in one chunk, the body's end with it, is read from its end
+/// ([`tail`]) there and then, without the front-to-back reader, which is
+/// made (on the heap: it is some 340 bytes) only for a stream or a body in
+/// more than one chunk.
 #[derive(Debug, Clone)]
 pub struct UsageReader {
     kind: BodyKind,
-    /// A whole body's first chunk, kept (shared, not copied) until the
-    /// next arrives or the body ends.
-    held: Option<Bytes>,
-    /// The front-to-back reader, once one is needed.
-    reader: Option<Box<Reader>>,
+    state: Reading,
+}
+
+/// How far a [`UsageReader`] is.
+#[derive(Debug, Clone)]
+enum Reading {
+    /// No chunk yet.
+    Nothing,
+    /// A whole body's first chunk, its end not yet seen: kept (shared, not
+    /// copied) until the next chunk or the end.
+    Held(Bytes),
+    /// A whole body read from its end.
+    Read(Usage),
+    /// Read from the front.
+    Front(Box<Reader>),
 }
 
 impl UsageReader {
     pub fn new(kind: BodyKind) -> Self {
         UsageReader {
             kind,
-            held: None,
-            reader: None,
+            state: Reading::Nothing,
         }
     }
 
-    /// Reads the next chunk of the body.
-    pub fn feed(&mut self, chunk: &Bytes) {
-        if self.kind == BodyKind::Json && self.reader.is_none() && self.held.is_none() {
-            self.held = Some(chunk.clone());
-            return;
-        }
-        let held = self.held.take();
+    /// Reads the next chunk of the body; `end` when the body ends with it.
+    pub fn feed(&mut self, chunk: &Bytes, end: bool) {
         let kind = self.kind;
-        let reader = self
-            .reader
-            .get_or_insert_with(|| Box::new(Reader::new(kind)));
-        if let Some(first) = held {
+        let first = match std::mem::replace(&mut self.state, Reading::Nothing) {
+            Reading::Front(mut reader) => {
+                reader.feed(chunk);
+                self.state = Reading::Front(reader);
+                return;
+            }
+            // Nothing follows the end.
+            done @ Reading::Read(_) => {
+                self.state = done;
+                return;
+            }
+            Reading::Held(first) => Some(first),
+            Reading::Nothing if kind != BodyKind::Json => None,
+            Reading::Nothing if !end => {
+                self.state = Reading::Held(chunk.clone());
+                return;
+            }
+            Reading::Nothing => {
+                if let Some(found) = tail::counts(chunk) {
+                    self.state = Reading::Read(usage_of(kind, &found, 0));
+                    return;
+                }
+                None
+            }
+        };
+        let mut reader = Box::new(Reader::new(kind));
+        if let Some(first) = first {
             reader.feed(&first);
         }
         reader.feed(chunk);
+        self.state = Reading::Front(reader);
     }
 
     /// The usage, once the body has ended (or was cut off). An event or line
     /// still open counts if its text was complete: the client got it.
     pub fn finish(self) -> Usage {
-        let reader = match (self.reader, self.held) {
-            (Some(reader), _) => *reader,
-            (None, Some(body)) => {
+        let reader = match self.state {
+            Reading::Read(usage) => return usage,
+            Reading::Front(reader) => *reader,
+            // A body whose end came without a chunk, or never came.
+            Reading::Held(body) => {
                 if let Some(found) = tail::counts(&body) {
                     return usage_of(self.kind, &found, 0);
                 }
@@ -159,7 +192,7 @@ impl UsageReader {
                 reader.feed(&body);
                 reader
             }
-            (None, None) => Reader::new(self.kind),
+            Reading::Nothing => Reader::new(self.kind),
         };
         reader.finish()
     }
@@ -1000,9 +1033,22 @@ mod tests {
         kind: BodyKind,
         chunks: impl IntoIterator<Item = &'a [u8]>,
     ) -> Usage {
+        read_flagged(kind, chunks, true)
+    }
+
+    /// Reads `chunks`, the last flagged as the body's end when `end` (as
+    /// the proxy sees a body that ends with its data), or not (a body cut
+    /// off, or whose end came without data).
+    fn read_flagged<'a>(
+        kind: BodyKind,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+        end: bool,
+    ) -> Usage {
         let mut r = UsageReader::new(kind);
-        for c in chunks {
-            r.feed(&Bytes::copy_from_slice(c));
+        let mut chunks = chunks.into_iter().peekable();
+        while let Some(c) = chunks.next() {
+            let last = chunks.peek().is_none();
+            r.feed(&Bytes::copy_from_slice(c), end && last);
         }
         r.finish()
     }
@@ -1025,6 +1071,11 @@ mod tests {
     pub(super) fn check_every_split(kind: BodyKind, body: &str, want: Usage) {
         let b = body.as_bytes();
         assert_eq!(read(kind, body), want, "whole");
+        assert_eq!(
+            read_flagged(kind, [b], false),
+            want,
+            "whole, its end unflagged"
+        );
         for i in 0..=b.len() {
             assert_eq!(
                 read_chunks(kind, [&b[..i], &b[i..]]),
