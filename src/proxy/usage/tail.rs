@@ -50,7 +50,12 @@ pub(super) fn counts(b: &[u8]) -> Option<Counts> {
     }
     loop {
         let end = before_space(b, i);
-        let start = value_start(b, end)?;
+        // An object of numbers, words and strings is read as its start is
+        // found: a `usage` object nearly always is one.
+        let (start, flat) = match flat_object(b, end) {
+            Some((start, counts)) => (start, Some(counts)),
+            None => (value_start(b, end)?, None),
+        };
         let colon = before_space(b, start);
         if colon == 0 || b[colon - 1] != b':' {
             return None;
@@ -64,13 +69,21 @@ pub(super) fn counts(b: &[u8]) -> Option<Counts> {
         let value = &b[start..end];
         match (key, value[0]) {
             (Key::Usage | Key::Response | Key::Message, b'{') => {
-                let mut json = Json::member(key);
-                json.feed(value);
-                if json.depth != 1 || json.state != State::After {
-                    return None;
-                }
-                usage.fill(&json.found);
-                stop |= key == Key::Usage && json.found != Counts::default();
+                let found = match flat {
+                    Some(counts) if key == Key::Usage => counts,
+                    // No object to hold a `usage` in.
+                    Some(_) => Counts::default(),
+                    None => {
+                        let mut json = Json::member(key);
+                        json.feed(value);
+                        if json.depth != 1 || json.state != State::After {
+                            return None;
+                        }
+                        json.found
+                    }
+                };
+                usage.fill(&found);
+                stop |= key == Key::Usage && found != Counts::default();
             }
             _ => {
                 if let (Some((Holder::Top, slot)), Some(n)) = (slot_of(&[key]), count(value)) {
@@ -99,6 +112,53 @@ pub(super) fn counts(b: &[u8]) -> Option<Counts> {
     let mut found = usage;
     found.take(&mut top);
     Some(found)
+}
+
+/// Where the object ending at `end` starts, when its members are all
+/// numbers, words or strings (as vLLM, llama.cpp and Ollama write
+/// `usage`), and the counts it holds were it a `usage` object: read from
+/// its end too, the nearest the end winning. `None` for anything else (an
+/// object or array in it, as OpenAI's `prompt_tokens_details`, or anything
+/// unexpected), which is passed over by its brackets and read from the
+/// front.
+fn flat_object(b: &[u8], end: usize) -> Option<(usize, Counts)> {
+    let mut found = Counts::default();
+    let mut i = end.checked_sub(1)?;
+    if b[i] != b'}' {
+        return None;
+    }
+    let first = before_space(b, i);
+    if first > 0 && b[first - 1] == b'{' {
+        return Some((first - 1, found));
+    }
+    loop {
+        let value_end = before_space(b, i);
+        if matches!(b.get(value_end.wrapping_sub(1)), None | Some(b'}' | b']')) {
+            return None;
+        }
+        let start = value_start(b, value_end)?;
+        let colon = before_space(b, start);
+        if colon == 0 || b[colon - 1] != b':' {
+            return None;
+        }
+        let close = before_space(b, colon - 1);
+        if close == 0 || b[close - 1] != b'"' {
+            return None;
+        }
+        let key_open = string_start(b, close - 1)?;
+        let key = key_of(&b[key_open + 1..close - 1]);
+        if let (Some((Holder::Usage, slot)), Some(n)) =
+            (slot_of(&[Key::Usage, key]), count(&b[start..value_end]))
+        {
+            found.fill_one(slot, n);
+        }
+        let before = before_space(b, key_open);
+        match b.get(before.wrapping_sub(1)) {
+            Some(b',') => i = before - 1,
+            Some(b'{') => return Some((before - 1, found)),
+            _ => return None,
+        }
+    }
 }
 
 /// The key a member's raw key text is: escaped keys and long ones are
@@ -348,7 +408,11 @@ mod tests {
             let mut members: Vec<String> = (0..1 + self.below(4))
                 .map(|_| {
                     let key = self.pick(&keys);
-                    format!("\"{key}\":{}", self.below(1000))
+                    let value = match self.below(6) {
+                        0 => self.value(3),
+                        _ => self.below(1000).to_string(),
+                    };
+                    format!("\"{key}\":{value}")
                 })
                 .collect();
             if self.below(2) == 0 {
@@ -414,6 +478,19 @@ mod tests {
             let body = Gen(seed).body();
             let want = whole(&body);
             every_split(&body, want);
+        }
+    }
+
+    #[test]
+    fn any_end_is_read_without_a_panic() {
+        // Noise ending as an object does, the usage keys among it.
+        let alphabet = b"{}[]\":, \\0123456789-.etrunlfa";
+        for seed in 0..20_000 {
+            let mut body = super::super::tests::noise(seed, 1 + seed as usize % 90, alphabet);
+            body.push(b'}');
+            let cut = body.len() / 2;
+            body.splice(cut..cut, *b"\"usage\":{\"prompt_tokens\":");
+            let _ = counts(&body);
         }
     }
 
