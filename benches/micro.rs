@@ -8,7 +8,10 @@
 //! `cargo bench --bench micro`.
 
 use bytes::Bytes;
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    black_box, criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -147,38 +150,26 @@ fn usage_reading(c: &mut Criterion) {
         ..want
     };
     assert_eq!(read_usage(BodyKind::Json, &body), want);
-    group.throughput(Throughput::Bytes(body.len() as u64));
-    // Whole in one chunk, read from its end; and in two, read from the
-    // front.
-    let whole = Bytes::from(body);
-    let (front, back) = (whole.slice(..100), whole.slice(100..));
-    group.bench_function("json_4KiB", |b| {
-        b.iter(|| {
-            let mut reader = UsageReader::new(BodyKind::Json);
-            reader.feed(black_box(&whole), true);
-            reader.finish()
-        })
-    });
-    group.bench_function("json_4KiB_in_two_chunks", |b| {
-        b.iter(|| {
-            let mut reader = UsageReader::new(BodyKind::Json);
-            reader.feed(black_box(&front), false);
-            reader.feed(black_box(&back), true);
-            reader.finish()
-        })
-    });
+    whole_and_in_two(&mut group, "json_4KiB", Bytes::from(body));
     // The benchmark harness's static answer: 316 bytes, usage last.
     let small = Bytes::from_static(br#"{"backend":"bench","choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"tok0 ","role":"assistant"}}],"created":1795660662,"id":"chatcmpl-bench-0","model":"llama3","object":"chat.completion","system_fingerprint":"bench","usage":{"completion_tokens":1,"prompt_tokens":2,"total_tokens":3}}"#);
-    let (front, back) = (small.slice(..100), small.slice(100..));
-    group.throughput(Throughput::Bytes(small.len() as u64));
-    group.bench_function("json_316B", |b| {
+    whole_and_in_two(&mut group, "json_316B", small);
+    group.finish();
+}
+
+/// A whole JSON body read as it came in one chunk, from its end, and in
+/// two, from the front.
+fn whole_and_in_two(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, body: Bytes) {
+    let (front, back) = (body.slice(..100), body.slice(100..));
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function(name, |b| {
         b.iter(|| {
             let mut reader = UsageReader::new(BodyKind::Json);
-            reader.feed(black_box(&small), true);
+            reader.feed(black_box(&body), true);
             reader.finish()
         })
     });
-    group.bench_function("json_316B_in_two_chunks", |b| {
+    group.bench_function(format!("{name}_in_two_chunks"), |b| {
         b.iter(|| {
             let mut reader = UsageReader::new(BodyKind::Json);
             reader.feed(black_box(&front), false);
@@ -186,7 +177,6 @@ fn usage_reading(c: &mut Criterion) {
             reader.finish()
         })
     });
-    group.finish();
 }
 
 /// The end of a request in the metrics: its series found (a model seen

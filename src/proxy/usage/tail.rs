@@ -56,16 +56,7 @@ pub(super) fn counts(b: &[u8]) -> Option<Counts> {
             Some((start, counts)) => (start, Some(counts)),
             None => (value_start(b, end)?, None),
         };
-        let colon = before_space(b, start);
-        if colon == 0 || b[colon - 1] != b':' {
-            return None;
-        }
-        let close = before_space(b, colon - 1);
-        if close == 0 || b[close - 1] != b'"' {
-            return None;
-        }
-        let open = string_start(b, close - 1)?;
-        let key = key_of(&b[open + 1..close - 1]);
+        let (open, key) = key_before(b, start)?;
         let value = &b[start..end];
         match (key, value[0]) {
             (Key::Usage | Key::Response | Key::Message, b'{') => {
@@ -137,16 +128,7 @@ fn flat_object(b: &[u8], end: usize) -> Option<(usize, Counts)> {
             return None;
         }
         let start = value_start(b, value_end)?;
-        let colon = before_space(b, start);
-        if colon == 0 || b[colon - 1] != b':' {
-            return None;
-        }
-        let close = before_space(b, colon - 1);
-        if close == 0 || b[close - 1] != b'"' {
-            return None;
-        }
-        let key_open = string_start(b, close - 1)?;
-        let key = key_of(&b[key_open + 1..close - 1]);
+        let (key_open, key) = key_before(b, start)?;
         if let (Some((Holder::Usage, slot)), Some(n)) =
             (slot_of(&[Key::Usage, key]), count(&b[start..value_end]))
         {
@@ -159,6 +141,22 @@ fn flat_object(b: &[u8], end: usize) -> Option<(usize, Counts)> {
             _ => return None,
         }
     }
+}
+
+/// The key of the member whose value starts at `value`: where its
+/// opening quote is, and which key it is. `None` without a `:` and a
+/// string before the value.
+fn key_before(b: &[u8], value: usize) -> Option<(usize, Key)> {
+    let colon = before_space(b, value);
+    if colon == 0 || b[colon - 1] != b':' {
+        return None;
+    }
+    let close = before_space(b, colon - 1);
+    if close == 0 || b[close - 1] != b'"' {
+        return None;
+    }
+    let open = string_start(b, close - 1)?;
+    Some((open, key_of(&b[open + 1..close - 1])))
 }
 
 /// The key a member's raw key text is: escaped keys and long ones are
