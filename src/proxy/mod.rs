@@ -602,7 +602,7 @@ impl ProxyHttp for Switchyard {
         if let Some(attempt) = &mut ctx.attempt {
             attempt.stop_watching();
         }
-        let usage = ctx.usage.take().map(|reader| reader.finish());
+        let usage = ctx.usage.take().map(UsageReader::finish);
         if let Some(usage) = &usage {
             ctx.observed.set_usage(usage);
         }

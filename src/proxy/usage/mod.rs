@@ -183,14 +183,12 @@ impl UsageReader {
         let reader = match self.state {
             Reading::Read(usage) => return usage,
             Reading::Front(reader) => *reader,
-            // A body whose end came without a chunk, or never came.
+            // A body whose end came without a chunk, or never came: it
+            // ends with the chunk held.
             Reading::Held(body) => {
-                if let Some(found) = tail::counts(&body) {
-                    return usage_of(self.kind, &found, 0);
-                }
-                let mut reader = Reader::new(self.kind);
-                reader.feed(&body);
-                reader
+                let mut whole = UsageReader::new(self.kind);
+                whole.feed(&body, true);
+                return whole.finish();
             }
             Reading::Nothing => Reader::new(self.kind),
         };
@@ -525,7 +523,8 @@ impl Counts {
         self.0[slot as usize].get_or_insert(n);
     }
 
-    /// Takes the counts of `other` that are set here, keeping these.
+    /// Takes the counts of `other` for the slots not set here, keeping the
+    /// ones that are.
     fn fill(&mut self, other: &Counts) {
         for (mine, theirs) in self.0.iter_mut().zip(other.0) {
             if mine.is_none() {
@@ -1029,10 +1028,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    pub(super) fn read_chunks<'a>(
-        kind: BodyKind,
-        chunks: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Usage {
+    fn read_chunks<'a>(kind: BodyKind, chunks: impl IntoIterator<Item = &'a [u8]>) -> Usage {
         read_flagged(kind, chunks, true)
     }
 
@@ -1418,11 +1414,12 @@ mod tests {
     }
 
     #[test]
-    fn the_reader_is_small_and_owns_nothing_on_the_heap() {
-        // Every field is a number, a flag or an array of them, or a chunk
-        // shared with the response: memory stays this, whatever the body.
+    fn the_reader_is_small_whatever_the_body() {
+        // Every field of the front-to-back reader is a number, a flag or an
+        // array of them: memory stays this, whatever the body.
         assert!(std::mem::size_of::<Reader>() <= 512);
-        // What sits in a request's context.
+        // What sits in a request's context: that reader boxed, a chunk
+        // shared with the response, or the usage read.
         assert!(std::mem::size_of::<UsageReader>() <= 64);
     }
 
