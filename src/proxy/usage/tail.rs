@@ -11,9 +11,12 @@
 //!
 //! The top-level members are taken from the last one back: a value is
 //! found by its closing bracket or quote (brackets are counted and strings
-//! passed over backwards), then its `:` and key. The value of a member that
-//! can hold counts (`usage`, `response` or `message` with an object,
-//! Ollama's and llama.cpp's top-level counts) is read forwards, by the
+//! passed over backwards), then its `:` and key. Ollama's and llama.cpp's
+//! top-level counts are read where they are found. A `usage` object of
+//! numbers, words and strings (as vLLM, llama.cpp and Ollama write it) is
+//! read backwards too, member by member, as its start is looked for. Any
+//! other object that can hold counts (`usage` with objects in it, as
+//! OpenAI's token details, `response`, `message`) is read forwards by the
 //! same reader as the rest of the module, so a `usage` object means the
 //! same whichever way it is found. Counts nearer the end win, as the ones
 //! read later do from the front.
@@ -22,10 +25,10 @@
 //! one), or once a top-level prompt and completion count are both known
 //! (nothing before them can change what they say). What comes before is
 //! not read: a body broken there, or with counts of another kind there,
-//! reads as its usage says. A body
-//! that does not end as one JSON object, or anything unexpected between
-//! its members, is left to the front-to-back reader, so only the end of a
-//! well-formed object is taken this way.
+//! reads as its usage says. A body that does not end as one JSON object,
+//! or anything unexpected between its members, is left to the
+//! front-to-back reader, so only the end of a well-formed object is taken
+//! this way.
 
 use super::{is_space, slot_of, Counts, Holder, Json, Key, Slot, State, KEY_MAX};
 use memchr::memrchr;
