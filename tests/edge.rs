@@ -19,9 +19,9 @@ async fn read_to_close(stream: &mut TcpStream, within: Duration) -> (String, Dur
     (String::from_utf8_lossy(&out).into_owned(), start.elapsed())
 }
 
-/// The JSON error body of a raw response, as (message, type, code).
-/// The error fields of an answer written on the connection itself, which
-/// must name itself by a request id, in its header and its body alike.
+/// The error fields of an answer written on the connection itself, as
+/// (message, type, code); it must name itself by a request id, in its
+/// header and its body alike.
 fn raw_error(answer: &str) -> (String, String, String) {
     let (head, body) = answer
         .split_once("\r\n\r\n")

@@ -49,9 +49,7 @@ impl Origin {
     pub fn request_id(&self) -> Option<&str> {
         self.request_id.to_str().ok()
     }
-}
 
-impl Origin {
     /// Reads the origin of the request in `session`. The id chosen is
     /// written on the request sent to the backend ([`headers::to_backend`])
     /// and on every answer; the client's own request header is left as it
