@@ -438,3 +438,77 @@ fn dash_t_names_each_bad_trusted_proxy() {
     let (code, out) = check_config(&good, &[]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// What one connection says stays with it, both ways. Pingora removes a
+/// client's hop-by-hop headers, and those its `Connection` names, before
+/// the request is passed on (Switchyard adds `Proxy`, which CGI-style
+/// backends would read as their own proxy); Switchyard removes a
+/// backend's from its response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_stay_with_their_connection() {
+    let backend = RawBackend::start(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
+         Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
+         Proxy-Authenticate: Basic\r\nProxy-Connection: keep-alive\r\n\
+         Trailer: x-sum\r\nX-Kept: 1\r\n\r\n{}",
+    )
+    .await;
+    let proxy = Proxy::start(|addr| {
+        Fleet::new(addr)
+            .pool(Pool::new("chat").backend(Backend::url(&backend.url)))
+            .route("chat", &[("path_prefix", "/v1")])
+            .yaml()
+    })
+    .await;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n\
+         TE: trailers\r\nTrailer: x-sum\r\nProxy-Authorization: Basic eDp5\r\n\
+         Proxy-Connection: keep-alive\r\nProxy: http://203.0.113.9\r\nX-Kept: 1\r\n\r\n{CHAT}",
+        CHAT.len()
+    );
+    let addr = proxy.addr;
+    let answer = tokio::task::spawn_blocking(move || raw_exchange(addr, request.as_bytes()))
+        .await
+        .unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect(&answer);
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(body, "{}");
+
+    let posts = backend.posts();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let sent = posts[0].to_ascii_lowercase();
+    let has = |head: &str, name: &str| head.lines().any(|l| l.starts_with(&format!("{name}:")));
+    for name in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+        "proxy",
+    ] {
+        assert!(!has(&sent, name), "the backend got {name}:\n{sent}");
+    }
+    assert!(has(&sent, "x-kept"), "{sent}");
+
+    let got = head.to_ascii_lowercase();
+    for name in [
+        "x-hop",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-connection",
+        "trailer",
+    ] {
+        assert!(!has(&got, name), "the client got {name}:\n{head}");
+    }
+    assert!(has(&got, "x-kept"), "{head}");
+    // The client's own connection is Pingora's to describe: it asked to
+    // close, and nothing of the backend's `keep-alive, X-Hop` is left.
+    let connection: Vec<_> = got
+        .lines()
+        .filter(|l| l.starts_with("connection:"))
+        .collect();
+    assert!(connection.iter().all(|l| !l.contains("x-hop")), "{head}");
+}

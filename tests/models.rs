@@ -542,60 +542,20 @@ async fn a_body_the_backend_could_read_as_another_model_reaches_no_backend() {
     assert_eq!(resp.headers()["x-mock-backend"], "C");
 }
 
-/// A backend that answers every request with 200 `{}` and counts the
-/// POSTs it gets. Its model list cannot be read, so Switchyard offers it
-/// any model, whatever the name.
-async fn accepts_anything() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-    use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let posts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let count = posts.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = vec![0; 64 << 10];
-                let head_end = loop {
-                    if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break at + 4;
-                    }
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
-                if head.starts_with("post") {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                let mut body = seen.len() - head_end;
-                while body < length {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => body += n,
-                    }
-                }
-                let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                              content-length: 2\r\nconnection: close\r\n\r\n{}";
-                let _ = sock.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    (url, posts)
+/// A backend that answers every request with 200 `{}`. Its model list
+/// cannot be read, so Switchyard offers it any model, whatever the name.
+async fn accepts_anything() -> RawBackend {
+    RawBackend::start(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+         content-length: 2\r\nconnection: close\r\n\r\n{}",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_model_names_are_refused_before_forwarding() {
-    let (backend, posts) = accepts_anything().await;
-    let backends = format!("      - {{ name: any, url: \"{backend}\" }}\n");
+    let backend = accepts_anything().await;
+    let backends = format!("      - {{ name: any, url: \"{}\" }}\n", backend.url);
     let proxy = Proxy::start(|addr| fleet_yaml(addr, &backends, "")).await;
     proxy.wait_log("backend any: cannot list models").await;
     let client = client();
@@ -625,7 +585,7 @@ async fn unusable_model_names_are_refused_before_forwarding() {
         );
         assert!(message.len() < 200, "{message}");
     }
-    assert_eq!(posts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(backend.posts().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,60 +1,128 @@
-//! Hop-by-hop headers: they describe one connection, not the message.
+//! Hop-by-hop headers of a backend's response: they describe one
+//! connection, not the message, and so are not passed on.
+//!
+//! A request's are Pingora's: before `upstream_request_filter` runs, its
+//! default upstream request policy has removed the standard ones and those
+//! the client's `Connection` names (an upgrade keeping what its tunnel
+//! needs). Nothing does the same for a response, so this module does.
 
-/// Headers that describe one connection, not the message, and so are not
-/// forwarded (RFC 9110 §7.6.1). `transfer-encoding` is left to Pingora,
-/// which re-frames bodies itself.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
+use http::header::{self, HeaderName};
+use pingora_http::ResponseHeader;
+
+/// Headers that describe one connection, not the message (RFC 9110
+/// §7.6.1), as names made once rather than parsed on each response.
+/// `transfer-encoding` is left to Pingora, which re-frames bodies itself.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
 
-/// The hop-by-hop headers present, including those named by `Connection`.
-/// An upgrade keeps `Connection`/`Upgrade` so Pingora can tunnel it.
-pub(super) fn hop_by_hop(headers: &http::HeaderMap, upgrade: bool) -> Vec<String> {
+/// Removes the hop-by-hop headers of `resp`, including those its
+/// `Connection` names. An upgrade keeps them all so Pingora can tunnel it.
+///
+/// Nearly every response's `Connection` says only `keep-alive` or `close`,
+/// so the usual response allocates nothing here.
+pub(super) fn strip_hop_by_hop(resp: &mut ResponseHeader, upgrade: bool) {
     if upgrade {
-        return Vec::new();
+        return;
     }
-    let named = headers
-        .get_all(http::header::CONNECTION)
+    // Read while `Connection` is still there.
+    let named: Vec<HeaderName> = resp
+        .headers
+        .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive" && t != "transfer-encoding");
-    HOP_BY_HOP
-        .iter()
-        .chain(&["upgrade"])
-        .map(|s| s.to_string())
-        .chain(named)
-        .filter(|name| headers.contains_key(name.as_str()))
-        .collect()
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !["close", "keep-alive", "transfer-encoding"]
+                    .iter()
+                    .any(|kept| t.eq_ignore_ascii_case(kept))
+        })
+        // `from_bytes` lowers the case; a token that is no header name
+        // names nothing to remove.
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        resp.remove_header(name);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn response(headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        for (name, value) in headers {
+            r.append_header(name.to_string(), *value).unwrap();
+        }
+        r
+    }
+
+    fn names(r: &ResponseHeader) -> Vec<String> {
+        let mut names: Vec<_> = r.headers.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn hop_by_hop_headers_are_removed() {
-        let mut h = http::HeaderMap::new();
-        h.insert("connection", "close, x-secret".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
-        h.insert("upgrade", "h2c".parse().unwrap());
-        h.insert("authorization", "Bearer x".parse().unwrap());
-        h.insert("content-type", "application/json".parse().unwrap());
-        let mut removed = hop_by_hop(&h, false);
-        removed.sort();
+        let all = [
+            ("Connection", "close, X-Secret"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("Proxy-Authenticate", "Basic"),
+            ("TE", "trailers"),
+            ("Trailer", "x-checksum"),
+            ("Upgrade", "h2c"),
+            ("Authorization", "Bearer x"),
+            ("Content-Type", "application/json"),
+        ];
+        let mut r = response(&all);
+        strip_hop_by_hop(&mut r, false);
+        assert_eq!(names(&r), ["authorization", "content-type"]);
+        // The written header has the same fields in their case: the case
+        // map follows (a removal may reorder what is left).
+        let mut wire = Vec::new();
+        r.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        let mut lines: Vec<_> = wire.split_terminator("\r\n").collect();
+        lines.sort();
         assert_eq!(
-            removed,
-            ["connection", "keep-alive", "te", "upgrade", "x-secret"]
+            lines,
+            ["Authorization: Bearer x", "Content-Type: application/json"]
         );
-        assert!(hop_by_hop(&h, true).is_empty());
+
+        let mut upgraded = response(&all);
+        strip_hop_by_hop(&mut upgraded, true);
+        assert_eq!(upgraded.headers.len(), all.len());
+    }
+
+    #[test]
+    fn what_connection_names_is_removed_whatever_its_case() {
+        let mut r = response(&[
+            ("Connection", "keep-alive , X-One,x-two, ,close"),
+            ("x-one", "1"),
+            ("X-Two", "2"),
+            ("X-Three", "3"),
+        ]);
+        strip_hop_by_hop(&mut r, false);
+        assert_eq!(names(&r), ["x-three"]);
+    }
+
+    #[test]
+    fn a_connection_token_that_is_no_name_is_passed_over() {
+        let mut r = response(&[("Connection", "bad token, \"quoted\""), ("X-Kept", "1")]);
+        strip_hop_by_hop(&mut r, false);
+        assert_eq!(names(&r), ["x-kept"]);
     }
 }

@@ -64,7 +64,7 @@ use bytes::Bytes;
 use choose::{answer_list, choose, read_model};
 use endpoints::Endpoint;
 use failure::refusal_for;
-use headers::hop_by_hop;
+use headers::strip_hop_by_hop;
 use log::{debug, warn};
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -283,17 +283,12 @@ impl ProxyHttp for Switchyard {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let upgrade = session
-            .req_header()
-            .headers
-            .contains_key(http::header::UPGRADE);
-        for name in hop_by_hop(&upstream_request.headers, upgrade) {
-            upstream_request.remove_header(&name);
-        }
+        // Hop-by-hop headers are gone already: Pingora's upstream request
+        // policy removes them before this filter.
         // httpoxy: a `Proxy` header becomes HTTP_PROXY in CGI-style
         // backends and redirects their outgoing requests.
         upstream_request.remove_header("proxy");
@@ -442,9 +437,7 @@ impl ProxyHttp for Switchyard {
             }
             .into_error());
         }
-        for name in hop_by_hop(&upstream_response.headers, upgrade) {
-            upstream_response.remove_header(&name);
-        }
+        strip_hop_by_hop(upstream_response, upgrade);
         if let Some(model) = &ctx.served_model {
             upstream_response.insert_header(MODEL_HEADER, model.as_str())?;
         }

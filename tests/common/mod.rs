@@ -133,6 +133,66 @@ pub async fn exchange_from(source: &str, addr: std::net::SocketAddr) -> std::io:
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A backend speaking plain HTTP/1.1 from fixed bytes: it answers every
+/// request with `answer` and keeps the head of each POST it gets, for what
+/// the mock cannot do (headers of any kind, in any case, on a response).
+pub struct RawBackend {
+    pub url: String,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RawBackend {
+    pub async fn start(answer: &'static str) -> RawBackend {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = heads.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = vec![0; 64 << 10];
+                    let head_end = loop {
+                        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&seen[..head_end]).into_owned();
+                    let lower = head.to_ascii_lowercase();
+                    let length: usize = lower
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut body = seen.len() - head_end;
+                    while body < length {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => body += n,
+                        }
+                    }
+                    if lower.starts_with("post") {
+                        kept.lock().unwrap().push(head);
+                    }
+                    let _ = sock.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        RawBackend { url, heads }
+    }
+
+    /// The heads of the POSTs received, as they came.
+    pub fn posts(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
 /// Starts `n` mock backends named b0, b1, ... that answer at once, for
 /// tests that count requests rather than time them.
 pub async fn mocks(n: usize) -> Vec<MockServer> {
