@@ -526,19 +526,15 @@ impl Counts {
     /// Takes the counts of `other` for the slots not set here, keeping the
     /// ones that are.
     fn fill(&mut self, other: &Counts) {
-        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
-            if mine.is_none() {
-                *mine = theirs;
-            }
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            *mine = mine.or(*theirs);
         }
     }
 
     /// Takes the counts of `other` that are set, and clears it.
     fn take(&mut self, other: &mut Counts) {
-        for (mine, theirs) in self.0.iter_mut().zip(other.0.iter_mut()) {
-            if let Some(n) = theirs.take() {
-                *mine = Some(n);
-            }
+        for (mine, theirs) in self.0.iter_mut().zip(&mut other.0) {
+            *mine = theirs.take().or(*mine);
         }
     }
 

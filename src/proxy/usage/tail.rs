@@ -30,7 +30,7 @@
 //! front-to-back reader, so only the end of a well-formed object is taken
 //! this way.
 
-use super::{is_space, slot_of, Counts, Holder, Json, Key, Slot, State, KEY_MAX};
+use super::{is_space, slot_of, Counts, Holder, Json, Key, Slot, State};
 use memchr::memrchr;
 
 /// The counts of the whole body `b`, as [`Json`] would find them; `None`
@@ -159,17 +159,10 @@ fn key_before(b: &[u8], value: usize) -> Option<(usize, Key)> {
         return None;
     }
     let open = string_start(b, close - 1)?;
-    Some((open, key_of(&b[open + 1..close - 1])))
-}
-
-/// The key a member's raw key text is: escaped keys and long ones are
-/// none recognised, as from the front.
-fn key_of(raw: &[u8]) -> Key {
-    if raw.len() > KEY_MAX || raw.contains(&b'\\') {
-        Key::Other
-    } else {
-        Key::of(raw)
-    }
+    // The raw text is matched as it is: no recognised key has a
+    // backslash or is long, so an escaped key is none of them, as from
+    // the front.
+    Some((open, Key::of(&b[open + 1..close - 1])))
 }
 
 /// Where the whitespace ending at `end` begins.
