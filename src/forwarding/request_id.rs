@@ -9,6 +9,9 @@
 //! anyway.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
 
 /// The header carrying the id: to the backend, and back to the client.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -41,22 +44,44 @@ pub fn is_sane(id: &[u8]) -> bool {
 }
 
 /// A new id: 128 random bits as 32 lower-case hex digits, the form of
-/// nginx's `$request_id`. `rand`'s thread-local generator is seeded from the
-/// operating system and costs no system call per id.
+/// nginx's `$request_id`.
+///
+/// The bits come from a xoshiro generator (`SmallRng`) of the thread's
+/// own, seeded once from the operating system: an id must not repeat, not
+/// be unguessable (it names a request, it grants nothing), and this costs a
+/// few operations where the cryptographic `thread_rng` costs a ChaCha
+/// block now and then and its bookkeeping on every id.
 ///
 /// The digits are owned by a shared buffer from the start, so the copies
 /// written on the request and the response share it without allocating
 /// (a value made from a slice allocates again when first cloned).
 pub fn new_id() -> HeaderValue {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let bytes = rand::random::<[u8; 16]>();
-    let mut hex = [0u8; 32];
-    for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    thread_local! {
+        static BITS: RefCell<SmallRng> = RefCell::new(SmallRng::from_entropy());
     }
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex))
+    let bits: u128 = BITS.with(|rng| rng.borrow_mut().gen());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex(bits)))
         .expect("hex digits are a header value")
+}
+
+/// `bits` as 32 lower-case hex digits, the most significant first: a
+/// byte's two digits at a time, from a table.
+fn hex(bits: u128) -> [u8; 32] {
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            pairs[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+            i += 1;
+        }
+        pairs
+    };
+    let mut out = [0u8; 32];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bits.to_be_bytes()) {
+        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -97,10 +122,33 @@ mod tests {
     }
 
     #[test]
+    fn hex_digits_run_from_the_most_significant() {
+        assert_eq!(&hex(0), b"00000000000000000000000000000000");
+        assert_eq!(&hex(u128::MAX), b"ffffffffffffffffffffffffffffffff");
+        assert_eq!(
+            &hex(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
+            b"0123456789abcdeffedcba9876543210"
+        );
+    }
+
+    #[test]
     fn new_ids_differ() {
         let (a, b) = (new_id(), new_id());
         assert!(is_new(&a) && is_new(&b), "{a:?} {b:?}");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn threads_make_different_ids() {
+        // Each thread seeds its own generator: one seed shared, or a fixed
+        // one, would repeat ids across threads.
+        let ids: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..1000).map(|_| new_id()).collect::<Vec<_>>()))
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), 4000);
+        assert!(ids.iter().all(is_new));
     }
 
     #[test]
