@@ -132,10 +132,10 @@ fn flat_object(b: &[u8], end: usize) -> Option<(usize, Counts)> {
         }
         let start = value_start(b, value_end)?;
         let (key_open, key) = key_before(b, start)?;
-        if let (Some((Holder::Usage, slot)), Some(n)) =
-            (slot_of(&[Key::Usage, key]), count(&b[start..value_end]))
-        {
-            found.fill_one(slot, n);
+        if let Some((Holder::Usage, slot)) = slot_of(&[Key::Usage, key]) {
+            if let Some(n) = count(&b[start..value_end]) {
+                found.fill_one(slot, n);
+            }
         }
         let before = before_space(b, key_open);
         match b.get(before.wrapping_sub(1)) {
