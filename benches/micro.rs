@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use switchyard::access_log::{AccessLog, Entry, Failure};
 use switchyard::balance::pool::{Pick, Pool};
 use switchyard::config::{AccessLogSpec, Config, LogFormat, LogPath};
-use switchyard::metrics::{Metrics, Outcome, RequestRecord, TokenSource, Usage};
+use switchyard::metrics::{Metrics, Outcome, RequestRecord, SeriesHint, TokenSource, Usage};
 use switchyard::models::scan;
 use usage::{BodyKind, Source, UsageReader};
 
@@ -185,6 +185,8 @@ fn whole_and_in_two(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, body: 
 fn metrics(c: &mut Criterion) {
     let mut group = c.benchmark_group("metrics");
     let m = Metrics::new();
+    // As the proxy records: through the serving backend's hint.
+    let hint = SeriesHint::default();
     let plain = RequestRecord {
         status: Some(200),
         outcome: Some(Outcome::Ok),
@@ -206,6 +208,7 @@ fn metrics(c: &mut Criterion) {
             b.iter(|| {
                 m.record_request(
                     black_box(("chat", "gpu-1", "llama3.1:70b")),
+                    Some(&hint),
                     || true,
                     black_box(record),
                 )

@@ -16,6 +16,7 @@ use crate::config::{BackendSpec, PoolSpec, QueueSpec, Strategy};
 use crate::health::circuit::Circuit;
 use crate::health::BackendHealth;
 use crate::metrics::window::RequestWindow;
+use crate::metrics::SeriesHint;
 use crate::models::BackendModels;
 use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
@@ -57,6 +58,9 @@ pub struct Upstream {
     /// per response; `None` for a name no header can carry (the file
     /// allows any string), which is then left out.
     pub name_header: Option<http::HeaderValue>,
+    /// Where its requests are counted, found without the metrics' shared
+    /// cache; this snapshot's own, as a reload may rename it.
+    pub series: SeriesHint,
 }
 
 impl Upstream {
@@ -192,6 +196,7 @@ impl Pool {
                     window: window_of(b),
                     probe: OnceLock::new(),
                     name_header: http::HeaderValue::from_str(&b.name).ok(),
+                    series: SeriesHint::default(),
                 })
             })
             .collect();

@@ -35,7 +35,7 @@ pub mod series;
 pub mod window;
 
 pub use labels::{Outcome, RetryReason, TokenSource};
-pub use series::{RequestRecord, Usage};
+pub use series::{RequestRecord, SeriesHint, Usage};
 
 use crate::lifecycle::drain::Requests;
 use crate::state::SharedState;
@@ -343,12 +343,14 @@ impl Metrics {
     pub fn record_request(
         &self,
         labels: (&str, &str, &str),
+        hint: Option<&SeriesHint>,
         known: impl FnOnce() -> bool,
         record: &RequestRecord,
     ) {
-        self.series.with(&self.families, labels, known, |series| {
-            series.record(&self.families, record)
-        });
+        self.series
+            .with(&self.families, labels, hint, known, |series| {
+                series.record(&self.families, record)
+            });
     }
 
     /// Counts a response's tokens. The model is the label its request was
@@ -371,6 +373,7 @@ impl Metrics {
         self.series.with(
             &self.families,
             (pool, backend, model),
+            None,
             || false,
             |series| series.tokens(&self.families, usage),
         );

@@ -106,6 +106,12 @@ impl Series {
         }
     }
 
+    /// Whether these are the handles of `labels`.
+    pub(super) fn is(&self, labels: (&str, &str, &str)) -> bool {
+        let [pool, backend, model] = &self.labels;
+        (&**pool, &**backend, &**model) == labels
+    }
+
     fn label_values(&self) -> [&str; 3] {
         let [pool, backend, model] = &self.labels;
         [pool, backend, model]
@@ -199,6 +205,15 @@ impl Series {
     }
 }
 
+/// The series of the first model a backend's requests were counted
+/// under, kept beside the backend (its `Upstream`) so that its next request
+/// for that model finds it with one load and a comparison of the labels,
+/// instead of taking the shared cache's lock (whose count every worker
+/// thread writes) and hashing the labels. Most backends serve one model,
+/// or mostly one; requests for others go to the cache as before.
+#[derive(Default)]
+pub struct SeriesHint(pub(super) OnceLock<Arc<Series>>);
+
 /// The series made so far, by (pool, backend, model). FNV rather than the
 /// standard SipHash: the keys are a few short names from the
 /// configuration and the fleet's model lists, which no client chooses
@@ -211,20 +226,28 @@ pub(super) struct SeriesCache {
 }
 
 impl SeriesCache {
-    /// Runs `f` on the series of (`pool`, `backend`, `model`). A model
-    /// seen for the first time is checked with `known`; if it is not, the
-    /// request counts under [`OTHER_MODEL`].
+    /// Runs `f` on the series of (`pool`, `backend`, `model`), looked for
+    /// in `hint` first, which keeps the first one found for these labels
+    /// themselves. A model seen for the first time is checked with
+    /// `known`; if it is not, the request counts under [`OTHER_MODEL`].
     pub(super) fn with<R>(
         &self,
         families: &Families,
         labels: (&str, &str, &str),
+        hint: Option<&SeriesHint>,
         known: impl FnOnce() -> bool,
         f: impl FnOnce(&Series) -> R,
     ) -> R {
+        if let Some(series) = hint.and_then(|h| h.0.get()).filter(|s| s.is(labels)) {
+            return f(series);
+        }
         let (pool, backend, model) = labels;
         {
             let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(series) = map.get(&labels as &dyn KeyView) {
+                if let Some(hint) = hint.filter(|h| h.0.get().is_none()) {
+                    let _ = hint.0.set(series.clone());
+                }
                 return f(series);
             }
         }

@@ -32,7 +32,7 @@ fn ok(status: u16) -> RequestRecord {
 #[test]
 fn every_family_is_exported() {
     let m = Metrics::new();
-    m.record_request(("chat", "a", "llama3"), || true, &ok(200));
+    m.record_request(("chat", "a", "llama3"), None, || true, &ok(200));
     m.retried("chat", RetryReason::Connect);
     m.stream_error("chat", "backend_timeout");
     m.client_cancelled("chat", true);
@@ -79,7 +79,7 @@ fn every_family_is_exported() {
 fn requests_count_once_each_under_their_labels() {
     let m = Metrics::new();
     for _ in 0..3 {
-        m.record_request(("chat", "a", "llama3"), || true, &ok(200));
+        m.record_request(("chat", "a", "llama3"), None, || true, &ok(200));
     }
     let refused = RequestRecord {
         status: Some(503),
@@ -87,7 +87,7 @@ fn requests_count_once_each_under_their_labels() {
         error_code: "no_healthy_backend",
         ..RequestRecord::default()
     };
-    m.record_request(("chat", "", "llama3"), || true, &refused);
+    m.record_request(("chat", "", "llama3"), None, || true, &refused);
     let t = text(&m);
     let requests = |labels: &[(&str, &str)]| value(&t, "switchyard_requests_total", labels);
     assert_eq!(
@@ -128,9 +128,9 @@ fn models_outside_the_fleet_count_as_other() {
     let m = Metrics::new();
     for i in 0..100 {
         let name = format!("made-up-{i}");
-        m.record_request(("chat", "a", &name), || false, &ok(404));
+        m.record_request(("chat", "a", &name), None, || false, &ok(404));
     }
-    m.record_request(("chat", "a", "llama3"), || true, &ok(200));
+    m.record_request(("chat", "a", "llama3"), None, || true, &ok(200));
     assert_eq!(m.series.len(), 2, "one series for all the unknown names");
     let t = text(&m);
     assert_eq!(
@@ -140,9 +140,46 @@ fn models_outside_the_fleet_count_as_other() {
     // A model checked once is not checked again.
     m.record_request(
         ("chat", "a", "llama3"),
+        None,
         || panic!("checked twice"),
         &ok(200),
     );
+}
+
+#[test]
+fn a_backends_hint_serves_only_its_own_labels() {
+    let m = Metrics::new();
+    let hint = SeriesHint::default();
+    // The first model the hint keeps is found there; the others, an
+    // unknown one among them, and other backends' requests, go to the
+    // cache, each under its own labels.
+    for round in 0..5 {
+        for (labels, known) in [
+            (("chat", "a", "llama3"), true),
+            (("chat", "a", "qwen"), true),
+            (("chat", "a", "made-up"), false),
+            (("chat", "b", "llama3"), true),
+            (("bulk", "a", "llama3"), true),
+        ] {
+            m.record_request(labels, Some(&hint), || known, &ok(200));
+        }
+        assert!(round == 0 || hint.0.get().is_some_and(|s| s.is(("chat", "a", "llama3"))));
+    }
+    let t = text(&m);
+    for (pool, backend, model) in [
+        ("chat", "a", "llama3"),
+        ("chat", "a", "qwen"),
+        ("chat", "a", "other"),
+        ("chat", "b", "llama3"),
+        ("bulk", "a", "llama3"),
+    ] {
+        let labels = [("pool", pool), ("backend", backend), ("model", model)];
+        assert_eq!(
+            value(&t, "switchyard_requests_total", &labels),
+            Some(5.0),
+            "{labels:?}"
+        );
+    }
 }
 
 #[test]
@@ -158,7 +195,7 @@ fn streams_record_ttft_and_with_usage_tpot_and_tokens() {
         }),
         ..ok(200)
     };
-    m.record_request(("chat", "a", "llama3"), || true, &streamed);
+    m.record_request(("chat", "a", "llama3"), None, || true, &streamed);
     m.record_tokens("chat", "a", "llama3", 3, 0, TokenSource::Estimated);
     let t = text(&m);
     let labels = [("backend", "a"), ("model", "llama3")];

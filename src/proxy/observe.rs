@@ -5,8 +5,9 @@
 //! ([`Observed`]); which
 //! outcome, status class and labels that makes is decided in one place,
 //! [`record`]. A request costs three or four clock reads, one lookup of
-//! its series ([`crate::metrics::series`]) and one bucket of its backend's
-//! last minute ([`crate::metrics::window`]).
+//! its series ([`crate::metrics::series`], nearly always in its backend's
+//! hint) and one bucket of its backend's last minute
+//! ([`crate::metrics::window`]).
 
 use super::ctx::RequestCtx;
 use super::failure::refusal_for;
@@ -117,7 +118,8 @@ pub(super) fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ct
             .as_ref()
             .is_some_and(|s| is_fleet_model(s, upstream.map(|u| &**u), model))
     };
-    metrics.record_request((pool, backend, model), known, &record);
+    let hint = upstream.map(|u| &u.series);
+    metrics.record_request((pool, backend, model), hint, known, &record);
 }
 
 /// Adds the request to the last minute of each backend it was sent to
