@@ -26,10 +26,23 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes the hop-by-hop headers of `resp`, including those its
 /// `Connection` names. An upgrade keeps them all so Pingora can tunnel it.
 ///
-/// Nearly every response's `Connection` says only `keep-alive` or `close`,
-/// so the usual response allocates nothing here.
+/// The response's few names are compared with the list once, so only the
+/// ones present are looked up to remove (nearly always `Connection`
+/// alone); and nearly every `Connection` says only `keep-alive` or
+/// `close`, so the usual response allocates nothing here.
 pub(super) fn strip_hop_by_hop(resp: &mut ResponseHeader, upgrade: bool) {
     if upgrade {
+        return;
+    }
+    // Made once here: each use of the constant would make it anew.
+    let hop_by_hop = HOP_BY_HOP;
+    let present = resp.headers.keys().fold(0u8, |bits, name| {
+        hop_by_hop
+            .iter()
+            .position(|h| h == name)
+            .map_or(bits, |i| bits | 1 << i)
+    });
+    if present == 0 {
         return;
     }
     // Read while `Connection` is still there.
@@ -50,7 +63,12 @@ pub(super) fn strip_hop_by_hop(resp: &mut ResponseHeader, upgrade: bool) {
         // names nothing to remove.
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    for name in HOP_BY_HOP.iter().chain(&named) {
+    let listed = hop_by_hop
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| present & 1 << i != 0)
+        .map(|(_, name)| name);
+    for name in listed.chain(&named) {
         resp.remove_header(name);
     }
 }
@@ -105,6 +123,13 @@ mod tests {
         let mut upgraded = response(&all);
         strip_hop_by_hop(&mut upgraded, true);
         assert_eq!(upgraded.headers.len(), all.len());
+    }
+
+    #[test]
+    fn a_response_without_any_is_left_as_it_is() {
+        let mut r = response(&[("Content-Type", "text/plain"), ("X-Custom", "1")]);
+        strip_hop_by_hop(&mut r, false);
+        assert_eq!(names(&r), ["content-type", "x-custom"]);
     }
 
     #[test]
