@@ -80,8 +80,10 @@ pub(super) fn counts(b: &[u8]) -> Option<Counts> {
                 stop |= key == Key::Usage && found != Counts::default();
             }
             _ => {
-                if let (Some((Holder::Top, slot)), Some(n)) = (slot_of(&[key]), count(value)) {
-                    top.fill_one(slot, n);
+                if let Some((Holder::Top, slot)) = slot_of(&[key]) {
+                    if let Some(n) = count(value) {
+                        top.fill_one(slot, n);
+                    }
                 }
             }
         }
